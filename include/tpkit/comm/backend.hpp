@@ -1,0 +1,65 @@
+// tpkit/comm/backend.hpp: what a communication backend must provide.
+//
+// Communicator<Backend> adds types, argument checks and convenience on top of a backend that
+// moves untyped bytes. A backend is one rank's endpoint in one group of ranks. Requirements
+// (checked by the `communicator_backend` concept under C++20, by static_asserts otherwise):
+//
+//   int rank() const, int size() const      this endpoint's rank and the group size
+//   all_reduce(send, recv, count, dtype, op)  recv[i] = op over ranks of send[i]; send may == recv
+//   all_gather(send, recv, counts, dtype)     rank r contributes counts[r] elements; recv holds
+//                                             them packed in rank order (counts has size() entries)
+//   reduce_scatter(send, recv, counts, dtype, op)
+//                                             send holds sum(counts) elements; rank r receives
+//                                             the reduction of segment r (counts[r] elements)
+//   broadcast(data, count, dtype, root)       root's data is copied to every rank
+//   send(data, count, dtype, peer, tag), recv(data, count, dtype, peer, tag)
+//   barrier()
+//   split(color, key) -> Backend              a new group of the ranks that passed the same
+//                                             color, ranked by (key, old rank); collective
+//
+// Every operation is collective over the group (except send/recv) and must be entered by all
+// ranks in the same order with matching arguments. A backend must not hang on misuse: it
+// reports it as a tpkit::CommError subclass naming the operation and the ranks involved.
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+#include "tpkit/config.hpp"
+#include "tpkit/core/dtype.hpp"
+
+#if TPKIT_HAS_CONCEPTS
+#include <concepts>
+#endif
+
+namespace tpkit {
+
+enum class ReduceOp : unsigned char { sum, max };
+
+inline const char* reduce_op_name(ReduceOp op) { return op == ReduceOp::sum ? "sum" : "max"; }
+
+#if TPKIT_HAS_CONCEPTS
+template <class B>
+concept communicator_backend = std::move_constructible<B> &&
+    requires(B& b, const B& cb, const void* src, void* dst, std::size_t n, const std::size_t* counts, DType t,
+             ReduceOp op, int peer, int tag) {
+  { cb.rank() } -> std::convertible_to<int>;
+  { cb.size() } -> std::convertible_to<int>;
+  b.all_reduce(src, dst, n, t, op);
+  b.all_gather(src, dst, counts, t);
+  b.reduce_scatter(src, dst, counts, t, op);
+  b.broadcast(dst, n, t, peer);
+  b.send(src, n, t, peer, tag);
+  b.recv(dst, n, t, peer, tag);
+  b.barrier();
+  { b.split(peer, tag) } -> std::same_as<B>;
+};
+#define TPKIT_BACKEND_CHECK(B) \
+  static_assert(::tpkit::communicator_backend<B>, "B does not satisfy communicator_backend")
+#else
+#define TPKIT_BACKEND_CHECK(B) \
+  static_assert(std::is_move_constructible_v<B>, "a communicator backend must be move constructible")
+#endif
+
+}  // namespace tpkit

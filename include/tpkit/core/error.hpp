@@ -1,0 +1,87 @@
+// tpkit/core/error.hpp: the exception types thrown by layers, communicators and loaders.
+//
+// Two families, so callers can tell their own bugs from runtime failures:
+//   InvalidArgument (a std::invalid_argument): the caller passed something that can never work
+//     (a shape mismatch, a TP size the model cannot take, a rank out of range).
+//   Error (a std::runtime_error) and its subclasses: something failed while running
+//     (a collective timed out, ranks disagreed, a rank failed, a file is corrupt).
+// Messages carry the file and line of the check and the offending values.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "tpkit/config.hpp"
+
+namespace tpkit {
+
+class InvalidArgument : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Communication failures. Every message names the operation and the rank(s) involved.
+class CommError : public Error {
+ public:
+  using Error::Error;
+};
+// A rank did not enter a collective (or send a message) within the timeout.
+class CollectiveTimeout : public CommError {
+ public:
+  using CommError::CommError;
+};
+// Ranks entered the same collective slot with different operations, sizes, dtypes or roots.
+class CollectiveMismatch : public CommError {
+ public:
+  using CommError::CommError;
+};
+// Another rank failed; this rank's pending operation was abandoned.
+class RankAborted : public CommError {
+ public:
+  using CommError::CommError;
+};
+// Raised by the mock backend's fault-injection hook.
+class InjectedFault : public CommError {
+ public:
+  using CommError::CommError;
+};
+
+// A checkpoint, tokenizer or configuration file that cannot be read as what it claims to be.
+class FormatError : public Error {
+ public:
+  using Error::Error;
+};
+
+namespace detail {
+
+template <class... Args>
+std::string concat(Args&&... args) {
+  std::ostringstream out;
+  (out << ... << std::forward<Args>(args));
+  return out.str();
+}
+
+template <class E, class... Args>
+[[noreturn]] void raise(const char* file, int line, Args&&... args) {
+  throw E(concat(file, ":", line, ": ", std::forward<Args>(args)...));
+}
+
+}  // namespace detail
+}  // namespace tpkit
+
+// TPKIT_REQUIRE(cond, message parts...): throw tpkit::InvalidArgument when a caller-supplied
+// argument is unusable. The message parts are streamed, so values can be named inline.
+#define TPKIT_REQUIRE(cond, ...)                                                                    \
+  do {                                                                                              \
+    if (!(cond)) ::tpkit::detail::raise<::tpkit::InvalidArgument>(__FILE__, __LINE__, __VA_ARGS__); \
+  } while (0)
+
+// TPKIT_THROW(ErrorType, message parts...): throw a runtime error with file and line.
+#define TPKIT_THROW(E, ...) ::tpkit::detail::raise<E>(__FILE__, __LINE__, __VA_ARGS__)

@@ -1,0 +1,132 @@
+// tpkit/parallel/shard.hpp: all tensor-parallel shard arithmetic, in one place.
+//
+// Every layer, loader and cache asks these functions which slice of a full tensor a rank owns;
+// none computes an offset of its own. Splits are balanced: when `parts` does not divide the
+// work, the first (total % parts) ranks take one unit more, so TP sizes that do not divide a
+// model's head count still run (Qwen2-7B's 28 heads at TP 8 give 4,4,4,4,3,3,3,3).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "tpkit/core/error.hpp"
+
+namespace tpkit {
+
+// This rank's place in a tensor-parallel group.
+struct ShardSpec {
+  int rank = 0;
+  int size = 1;
+
+  ShardSpec() = default;
+  ShardSpec(int rank_, int size_) : rank(rank_), size(size_) {
+    TPKIT_REQUIRE(size >= 1, "tp_size must be at least 1 (got ", size, ")");
+    TPKIT_REQUIRE(rank >= 0 && rank < size, "rank ", rank, " is out of range for tp_size ", size);
+  }
+};
+
+// A half-open index range [begin, end).
+struct Range {
+  std::int64_t begin = 0;
+  std::int64_t end = 0;
+  std::int64_t size() const { return end - begin; }
+  bool contains(std::int64_t i) const { return begin <= i && i < end; }
+  friend bool operator==(const Range& a, const Range& b) { return a.begin == b.begin && a.end == b.end; }
+};
+
+// Rank `index` of `parts`' balanced share of `units` indivisible units.
+inline Range balanced_range(std::int64_t units, int parts, int index) {
+  const std::int64_t base = units / parts, extra = units % parts;
+  const std::int64_t begin = index * base + (index < extra ? index : extra);
+  return {begin, begin + base + (index < extra ? 1 : 0)};
+}
+
+// The slice of a dimension of `total` elements that `shard` owns, cut only at multiples of
+// `granule` (a head size, say). `what` names the dimension in error messages.
+inline Range split_dimension(std::int64_t total, ShardSpec shard, std::int64_t granule = 1,
+                             const char* what = "dimension") {
+  TPKIT_REQUIRE(granule >= 1, what, ": granule must be positive (got ", granule, ")");
+  TPKIT_REQUIRE(total % granule == 0, what, " (", total, ") is not a multiple of its granule (", granule, ")");
+  const std::int64_t units = total / granule;
+  TPKIT_REQUIRE(units >= shard.size, "tp_size (", shard.size, ") exceeds the number of ", what, " units (", units,
+                " of ", granule, "); every rank needs at least one");
+  const Range r = balanced_range(units, shard.size, shard.rank);
+  return {r.begin * granule, r.end * granule};
+}
+
+// Element counts that every rank of the group owns of the same dimension, in rank order (for
+// gathers of unevenly split outputs).
+inline std::vector<std::int64_t> split_sizes(std::int64_t total, int tp_size, std::int64_t granule = 1,
+                                             const char* what = "dimension") {
+  std::vector<std::int64_t> sizes(std::size_t(tp_size), 0);
+  for (int r = 0; r < tp_size; ++r) sizes[std::size_t(r)] = split_dimension(total, {r, tp_size}, granule, what).size();
+  return sizes;
+}
+
+// Attention heads of one rank. Query heads are split in balance; the rank holds every KV head
+// its query heads read (query head q reads KV head q / group_size). When tp_size exceeds the KV
+// head count, or a split falls inside a group, KV heads are replicated on several ranks.
+struct HeadPartition {
+  int num_q_heads = 0;   // whole model
+  int num_kv_heads = 0;  // whole model
+  int group_size = 1;    // query heads per KV head
+  Range q_heads;         // global query heads on this rank
+  Range kv_heads;        // global KV heads on this rank
+
+  int local_q_heads() const { return int(q_heads.size()); }
+  int local_kv_heads() const { return int(kv_heads.size()); }
+  // Local KV head read by local query head `local_q`.
+  int local_kv_for(int local_q) const { return int((q_heads.begin + local_q) / group_size - kv_heads.begin); }
+};
+
+inline HeadPartition partition_heads(int num_q_heads, int num_kv_heads, ShardSpec shard) {
+  TPKIT_REQUIRE(num_q_heads >= 1 && num_kv_heads >= 1, "head counts must be positive (num_q_heads ", num_q_heads,
+                ", num_kv_heads ", num_kv_heads, ")");
+  TPKIT_REQUIRE(num_q_heads % num_kv_heads == 0, "num_q_heads (", num_q_heads, ") is not a multiple of num_kv_heads (",
+                num_kv_heads, ")");
+  TPKIT_REQUIRE(shard.size <= num_q_heads, "tp_size (", shard.size, ") exceeds num_q_heads (", num_q_heads,
+                "); every rank needs at least one query head");
+  HeadPartition p;
+  p.num_q_heads = num_q_heads;
+  p.num_kv_heads = num_kv_heads;
+  p.group_size = num_q_heads / num_kv_heads;
+  p.q_heads = balanced_range(num_q_heads, shard.size, shard.rank);
+  p.kv_heads = {p.q_heads.begin / p.group_size, (p.q_heads.end - 1) / p.group_size + 1};
+  return p;
+}
+
+// The vocabulary is padded so every rank holds the same number of rows (`rows_per_rank`, a
+// multiple of `alignment`); rank r owns ids [r * rows_per_rank, ...) clipped to the real vocab.
+// Padding rows are zero and never reach a logit.
+struct VocabPartition {
+  std::int64_t vocab_size = 0;
+  std::int64_t padded_vocab_size = 0;
+  std::int64_t rows_per_rank = 0;
+  Range ids;  // real token ids on this rank; may be empty for the last ranks of a tiny vocab
+
+  std::int64_t local_real_rows() const { return ids.size(); }
+};
+
+inline VocabPartition partition_vocab(std::int64_t vocab_size, ShardSpec shard, std::int64_t alignment = 16) {
+  TPKIT_REQUIRE(vocab_size >= 1, "vocab_size must be positive (got ", vocab_size, ")");
+  TPKIT_REQUIRE(alignment >= 1, "vocab alignment must be positive (got ", alignment, ")");
+  VocabPartition p;
+  p.vocab_size = vocab_size;
+  const std::int64_t per_rank = (vocab_size + shard.size - 1) / shard.size;
+  p.rows_per_rank = (per_rank + alignment - 1) / alignment * alignment;
+  p.padded_vocab_size = p.rows_per_rank * shard.size;
+  const std::int64_t begin = std::min<std::int64_t>(vocab_size, shard.rank * p.rows_per_rank);
+  p.ids = {begin, std::min<std::int64_t>(vocab_size, begin + p.rows_per_rank)};
+  return p;
+}
+
+// Real (unpadded) rows each rank of the group holds, in rank order.
+inline std::vector<std::int64_t> vocab_rows_per_rank(const VocabPartition& p, int tp_size) {
+  std::vector<std::int64_t> rows(std::size_t(tp_size), 0);
+  for (int r = 0; r < tp_size; ++r)
+    rows[std::size_t(r)] = std::clamp<std::int64_t>(p.vocab_size - r * p.rows_per_rank, 0, p.rows_per_rank);
+  return rows;
+}
+
+}  // namespace tpkit

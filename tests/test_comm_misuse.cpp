@@ -1,0 +1,211 @@
+// Misuse of the mock backend ends in an error that names the operation and the rank(s), within
+// the configured timeout, never in a hang.
+#include <chrono>
+
+#include "catch.hpp"
+#include "support.hpp"
+#include "tpkit/comm/mock.hpp"
+
+using namespace tpkit;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+MockOptions with_timeout(std::chrono::milliseconds t) {
+  MockOptions o;
+  o.timeout = t;
+  return o;
+}
+
+// Runs fn over n ranks expecting exception E whose message contains every one of `parts`, and
+// returns how long the run took.
+template <class E, class F>
+std::chrono::milliseconds expect_failure(int n, F fn, MockOptions options, std::vector<std::string> parts) {
+  const auto start = Clock::now();
+  bool thrown = false;
+  try {
+    run_mock_ranks(n, fn, options);
+  } catch (const E& e) {
+    thrown = true;
+    const std::string what = e.what();
+    INFO(what);
+    for (const auto& p : parts) CHECK(what.find(p) != std::string::npos);
+  }
+  REQUIRE(thrown);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+}
+}  // namespace
+
+TEST_CASE("ranks calling different collectives", "[comm][misuse]") {
+  const auto took = expect_failure<CollectiveMismatch>(
+      3,
+      [](Communicator<MockBackend>& comm) {
+        float x = 1;
+        if (comm.rank() == 1)
+          comm.broadcast(&x, 1, 0);
+        else
+          comm.all_reduce(&x, 1);
+      },
+      with_timeout(10s), {"rank 1 called broadcast", "rank 0 called all_reduce", "operation #0"});
+  REQUIRE(took < 5s);  // detected when the last rank arrives, not by the timeout
+}
+
+TEST_CASE("ranks disagreeing on size, dtype, root or reduction", "[comm][misuse]") {
+  expect_failure<CollectiveMismatch>(2,
+                                     [](Communicator<MockBackend>& comm) {
+                                       std::vector<float> x(4);
+                                       comm.all_reduce(x.data(), comm.rank() == 0 ? 4 : 3);
+                                     },
+                                     with_timeout(10s), {"count=4", "count=3"});
+  expect_failure<CollectiveMismatch>(2,
+                                     [](Communicator<MockBackend>& comm) {
+                                       if (comm.rank() == 0) {
+                                         float x = 0;
+                                         comm.all_reduce(&x, 1);
+                                       } else {
+                                         double x = 0;
+                                         comm.all_reduce(&x, 1);
+                                       }
+                                     },
+                                     with_timeout(10s), {"dtype=f32", "dtype=f64"});
+  expect_failure<CollectiveMismatch>(3,
+                                     [](Communicator<MockBackend>& comm) {
+                                       int x = 0;
+                                       comm.broadcast(&x, 1, comm.rank() == 2 ? 1 : 0);
+                                     },
+                                     with_timeout(10s), {"rank 2 called broadcast(count=1, dtype=i32, root=1)"});
+  expect_failure<CollectiveMismatch>(2,
+                                     [](Communicator<MockBackend>& comm) {
+                                       int x = 0;
+                                       comm.all_reduce(&x, 1, comm.rank() ? ReduceOp::max : ReduceOp::sum);
+                                     },
+                                     with_timeout(10s), {"op=max", "op=sum"});
+  expect_failure<CollectiveMismatch>(2,
+                                     [](Communicator<MockBackend>& comm) {
+                                       std::vector<std::size_t> counts = {2, comm.rank() == 0 ? 2u : 3u};
+                                       std::vector<float> in(3), out(5);
+                                       comm.all_gather(in.data(), out.data(), counts);
+                                     },
+                                     with_timeout(10s), {"counts=[2,2]", "counts=[2,3]"});
+}
+
+TEST_CASE("a rank that never arrives is named within the timeout", "[comm][misuse]") {
+  const auto took = expect_failure<CollectiveTimeout>(
+      4,
+      [](Communicator<MockBackend>& comm) {
+        float x = 1;
+        comm.all_reduce(&x, 1);
+        if (comm.rank() != 2) comm.all_reduce(&x, 1);  // rank 2 skips the second one
+      },
+      with_timeout(300ms), {"all_reduce(count=1, dtype=f32, op=sum) #1", "rank 2 did not arrive within 300 ms"});
+  REQUIRE(took >= 300ms);
+  REQUIRE(took < 3s);
+}
+
+TEST_CASE("a missing rank in a sub-communicator is named with its world rank", "[comm][misuse]") {
+  expect_failure<CollectiveTimeout>(4,
+                                    [](Communicator<MockBackend>& world) {
+                                      auto group = world.split(world.rank() % 2, world.rank());
+                                      if (world.rank() != 3) group.barrier();
+                                    },
+                                    with_timeout(300ms),
+                                    {"communicator 'world/1'", "rank 1 (world rank 3) did not arrive"});
+}
+
+TEST_CASE("an injected failure is rethrown and does not hang the others", "[comm][misuse][faults]") {
+  MockOptions o = with_timeout(20s);
+  o.faults.push_back(Fault::fail_at(1, 3));
+  const auto took = expect_failure<InjectedFault>(4,
+                                                  [](Communicator<MockBackend>& comm) {
+                                                    for (int i = 0; i < 10; ++i) comm.barrier();
+                                                  },
+                                                  o, {"world rank 1", "operation #3"});
+  REQUIRE(took < 5s);  // the others were woken, not left to time out
+}
+
+TEST_CASE("a stalled rank longer than the timeout is reported; a shorter stall is tolerated", "[comm][faults]") {
+  MockOptions o = with_timeout(200ms);
+  o.faults.push_back(Fault::stall_at(2, 1, 800ms));
+  expect_failure<CollectiveTimeout>(3,
+                                    [](Communicator<MockBackend>& comm) {
+                                      int x = 1;
+                                      comm.all_reduce(&x, 1);
+                                      comm.all_reduce(&x, 1);
+                                    },
+                                    o, {"rank 2 did not arrive within 200 ms"});
+
+  MockOptions ok = with_timeout(2s);
+  ok.faults.push_back(Fault::stall_at(0, 0, 100ms));
+  test::RankChecks checks;
+  run_mock_ranks(
+      3,
+      [&](Communicator<MockBackend>& comm) {
+        int x = 1;
+        comm.all_reduce(&x, 1);
+        RANK_CHECK(checks, x == 3);
+      },
+      ok);
+  REQUIRE_RANK_CHECKS(checks);
+}
+
+TEST_CASE("point-to-point misuse", "[comm][misuse]") {
+  expect_failure<CollectiveTimeout>(2,
+                                    [](Communicator<MockBackend>& comm) {
+                                      float x = 0;
+                                      if (comm.rank() == 1) comm.recv(&x, 1, 0, 5);
+                                    },
+                                    with_timeout(200ms), {"recv(from rank 0, tag 5, 1 x f32)", "rank 0 sent nothing"});
+  expect_failure<CollectiveMismatch>(2,
+                                     [](Communicator<MockBackend>& comm) {
+                                       std::vector<float> x(4);
+                                       if (comm.rank() == 0)
+                                         comm.send(x.data(), 4, 1);
+                                       else
+                                         comm.recv(x.data(), 2, 0);
+                                     },
+                                     with_timeout(2s),
+                                     {"rank 1 called recv(from rank 0, tag 0, 2 x f32)", "sent 4 x f32"});
+  expect_failure<CommError>(2,
+                            [](Communicator<MockBackend>& comm) {
+                              float x = 0;
+                              if (comm.rank() == 0) comm.send(&x, 1, 1, 9);
+                            },
+                            with_timeout(2s), {"rank 0 sent 1 x f32 to rank 1 (tag 9) that was never received"});
+}
+
+TEST_CASE("locally invalid arguments throw InvalidArgument naming them", "[comm][errors]") {
+  // Checked on one rank (the checks are local and Catch2 asserts on one thread only).
+  run_mock_ranks(1, [](Communicator<MockBackend>& comm) {
+    float x = 0;
+    REQUIRE_THROWS_WITH(comm.broadcast(&x, 1, 2), Catch::Contains("broadcast root 2 is out of range for a group of 1"));
+    REQUIRE_THROWS_AS(comm.send(&x, 1, comm.rank()), InvalidArgument);
+    REQUIRE_THROWS_WITH(comm.recv(&x, 1, -1), Catch::Contains("recv peer -1"));
+    std::vector<std::size_t> counts(3, 1);
+    REQUIRE_THROWS_WITH(comm.all_gather(&x, &x, counts), Catch::Contains("counts has 3 entries"));
+    REQUIRE_THROWS_AS(comm.split(-1, 0), InvalidArgument);
+  });
+  REQUIRE_THROWS_AS(run_mock_ranks(0, [](Communicator<MockBackend>&) {}), InvalidArgument);
+}
+
+TEST_CASE("after a failed collective the group refuses further work instead of hanging", "[comm][misuse]") {
+  std::vector<std::string> seen(2);
+  try {
+    run_mock_ranks(
+        2,
+        [&](Communicator<MockBackend>& comm) {
+          float x = 0;
+          try {
+            comm.all_reduce(&x, comm.rank() == 0 ? 1 : 0);
+          } catch (const CollectiveMismatch&) {
+          }
+          try {
+            comm.barrier();
+          } catch (const CommError& e) {
+            seen[std::size_t(comm.rank())] = e.what();
+          }
+        },
+        with_timeout(5s));
+  } catch (...) {
+  }
+  for (const auto& s : seen) REQUIRE(s.find("an earlier collective failed") != std::string::npos);
+}
