@@ -376,7 +376,7 @@ class MockBackend {
     const auto* p = static_cast<const unsigned char*>(data);
     m.bytes.assign(p, p + count * dtype_size(t));
     std::lock_guard<std::mutex> lock(group_->mutex);
-    throw_if_unusable("send");
+    if (unusable()) throw_if_unusable("send");
     group_->mailboxes[{rank_, peer, tag}].push_back(std::move(m));
     group_->changed.notify_all();
   }
@@ -386,20 +386,22 @@ class MockBackend {
     const auto deadline = std::chrono::steady_clock::now() + world().options.timeout;
     std::unique_lock<std::mutex> lock(group_->mutex);
     auto& box = group_->mailboxes[{peer, rank_, tag}];
-    const std::string what = "recv(from " + group_->rank_label(peer) + ", tag " + std::to_string(tag) + ", " +
-                             std::to_string(count) + " x " + dtype_name(t) + ")";
+    const auto what = [&] {
+      return "recv(from " + group_->rank_label(peer) + ", tag " + std::to_string(tag) + ", " + std::to_string(count) +
+             " x " + dtype_name(t) + ")";
+    };
     while (box.empty()) {
-      throw_if_unusable(what.c_str());
+      if (unusable()) throw_if_unusable(what().c_str());
       if (group_->changed.wait_until(lock, deadline) == std::cv_status::timeout && box.empty()) {
         throw CollectiveTimeout(prefix() + group_->rank_label(rank_) + " waited " +
-                                std::to_string(world().options.timeout.count()) + " ms in " + what + " but " +
+                                std::to_string(world().options.timeout.count()) + " ms in " + what() + " but " +
                                 group_->rank_label(peer) + " sent nothing");
       }
     }
     mock_detail::Message m = std::move(box.front());
     box.pop_front();
     if (m.dtype != t || m.count != count) {
-      throw CollectiveMismatch(prefix() + group_->rank_label(rank_) + " called " + what + " but " +
+      throw CollectiveMismatch(prefix() + group_->rank_label(rank_) + " called " + what() + " but " +
                                group_->rank_label(peer) + " sent " + std::to_string(m.count) + " x " +
                                dtype_name(m.dtype));
     }
@@ -412,6 +414,8 @@ class MockBackend {
   std::string prefix() const { return "communicator '" + group_->name + "': "; }
 
   // Caller holds the group lock.
+  bool unusable() const { return world().aborted || !group_->poisoned.empty(); }
+  mock_detail::Entry& slot_entry() const { return group_->slots[seq_ % 2].entries[std::size_t(rank_)]; }
   void throw_if_unusable(const char* what) const {
     if (world().aborted)
       throw RankAborted(prefix() + what + " on " + group_->rank_label(rank_) + " abandoned because " +
@@ -428,10 +432,11 @@ class MockBackend {
   void collective(mock_detail::Entry mine, const void* send, std::size_t send_bytes, Finish&& finish) {
     using mock_detail::Group;
     world().before_operation(world_rank(), mock_detail::op_name(mine.kind));
-    const std::string what = mine.describe() + " #" + std::to_string(seq_);
+    // Described only on the error paths: no allocation per collective.
+    const auto what = [&] { return slot_entry().describe() + " #" + std::to_string(seq_); };
     const auto deadline = std::chrono::steady_clock::now() + world().options.timeout;
     std::unique_lock<std::mutex> lock(group_->mutex);
-    throw_if_unusable(what.c_str());
+    if (unusable()) throw_if_unusable((mine.describe() + " #" + std::to_string(seq_)).c_str());
     Group::Slot& slot = group_->slots[seq_ % 2];
     if (slot.seq != seq_) {
       slot.seq = seq_;
@@ -451,14 +456,14 @@ class MockBackend {
       group_->changed.notify_all();
     } else {
       while (slot.arrived < group_->size()) {
-        throw_if_unusable(what.c_str());
+        if (unusable()) throw_if_unusable(what().c_str());
         if (group_->changed.wait_until(lock, deadline) == std::cv_status::timeout && slot.arrived < group_->size()) {
           std::string missing, waiting;
           for (int r = 0; r < group_->size(); ++r) {
             std::string& list = slot.arrived_seq[std::size_t(r)] == seq_ ? waiting : missing;
             list += (list.empty() ? "" : ", ") + group_->rank_label(r);
           }
-          group_->poisoned = what + " timed out: " + missing + " did not arrive within " +
+          group_->poisoned = what() + " timed out: " + missing + " did not arrive within " +
                              std::to_string(world().options.timeout.count()) + " ms (waiting: " + waiting + ")";
           raise_and_wake(CollectiveTimeout(prefix() + group_->poisoned));
         }
