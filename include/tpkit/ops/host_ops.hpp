@@ -11,10 +11,12 @@
 #include <cstring>
 #include <limits>
 
+#include "tpkit/attention/paged_attention_host.hpp"
 #include "tpkit/config.hpp"
 #include "tpkit/core/dtype.hpp"
 #include "tpkit/core/error.hpp"
 #include "tpkit/core/tensor.hpp"
+#include "tpkit/ops/host_kernels.hpp"
 #include "tpkit/parallel/shard.hpp"
 
 namespace tpkit {
@@ -165,6 +167,32 @@ struct HostOps {
   static void add_bias(T* y, std::int64_t ldy, std::int64_t batch, const T* bias, std::int64_t N) {
     for (std::int64_t b = 0; b < batch; ++b)
       for (std::int64_t n = 0; n < N; ++n) y[b * ldy + n] = from_float<T>(to_float(y[b * ldy + n]) + to_float(bias[n]));
+  }
+
+  // Transformer-block kernels (see host_kernels.hpp and paged_attention_host.hpp).
+  template <class T>
+  static void rms_norm(const T* x, std::int64_t ldx, std::int64_t rows, std::int64_t cols, const float* weight,
+                       float eps, T* y, std::int64_t ldy) {
+    host_kernels::rms_norm(x, ldx, rows, cols, weight, eps, y, ldy);
+  }
+  template <class T>
+  static void rope(T* x, std::int64_t ld, std::int64_t rows, int heads, std::int64_t head_dim, const float* cos,
+                   const float* sin, bool interleaved) {
+    host_kernels::rope(x, ld, rows, heads, head_dim, cos, sin, interleaved);
+  }
+  template <class T>
+  static void silu_and_mul(const T* gate_up, std::int64_t rows, std::int64_t n, T* out) {
+    host_kernels::silu_and_mul(gate_up, rows, n, out);
+  }
+  template <class T>
+  static void add(T* x, const T* y, std::int64_t n) {
+    host_kernels::add(x, y, n);
+  }
+  template <class T, class Cache>
+  static void paged_attention(const Cache& cache, std::int64_t layer, const HeadPartition& heads, const T* q,
+                              std::int64_t ldq, const AttentionQuery* queries, std::int64_t count, float scale, T* out,
+                              std::int64_t ldo, std::vector<float>& workspace) {
+    paged_attention_host(cache, layer, heads, q, ldq, queries, count, scale, out, ldo, workspace);
   }
 
   // For each row b of a [batch, N] matrix: the largest value and its column (the first on ties).

@@ -1,0 +1,272 @@
+// tpkit/io/json.hpp: a small, strict JSON reader for checkpoint metadata (config.json,
+// safetensors headers, sharded-checkpoint indexes). Malformed input throws FormatError with the
+// byte offset; nesting is limited so hostile input cannot exhaust the stack.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "tpkit/core/error.hpp"
+
+namespace tpkit {
+
+class Json {
+ public:
+  enum class Type { null, boolean, number, string, array, object };
+
+  Json() = default;
+  static Json parse(std::string_view text, const std::string& source = "JSON") {
+    Parser p{text, source};
+    p.skip_space();
+    Json v = p.value(0);
+    p.skip_space();
+    if (p.at != text.size()) p.fail("unexpected data after the value");
+    return v;
+  }
+
+  Type type() const { return type_; }
+  bool is_null() const { return type_ == Type::null; }
+  bool is_number() const { return type_ == Type::number; }
+  bool is_string() const { return type_ == Type::string; }
+  bool is_object() const { return type_ == Type::object; }
+  bool is_array() const { return type_ == Type::array; }
+
+  double number() const {
+    expect(Type::number, "a number");
+    return number_;
+  }
+  // An integer-valued number within [lo, hi].
+  std::int64_t integer(std::int64_t lo = INT64_MIN / 2, std::int64_t hi = INT64_MAX / 2) const {
+    const double v = number();
+    if (v != double(std::int64_t(v)) || v < double(lo) || v > double(hi))
+      throw FormatError("expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+                        std::to_string(v));
+    return std::int64_t(v);
+  }
+  bool boolean() const {
+    expect(Type::boolean, "a boolean");
+    return bool_;
+  }
+  const std::string& string() const {
+    expect(Type::string, "a string");
+    return string_;
+  }
+  const std::vector<Json>& array() const {
+    expect(Type::array, "an array");
+    return array_;
+  }
+  const std::vector<std::pair<std::string, Json>>& object() const {
+    expect(Type::object, "an object");
+    return object_;
+  }
+  // Member lookup on an object; nullptr when absent.
+  const Json* find(std::string_view key) const {
+    expect(Type::object, "an object");
+    for (const auto& kv : object_)
+      if (kv.first == key) return &kv.second;
+    return nullptr;
+  }
+  const Json& at(std::string_view key) const {
+    const Json* v = find(key);
+    if (!v) throw FormatError("missing key \"" + std::string(key) + "\"");
+    return *v;
+  }
+
+ private:
+  void expect(Type t, const char* what) const {
+    if (type_ != t) throw FormatError(std::string("expected ") + what + " in JSON");
+  }
+
+  struct Parser {
+    std::string_view text;
+    const std::string& source;
+    std::size_t at = 0;
+    static constexpr int kMaxDepth = 64;
+
+    [[noreturn]] void fail(const std::string& why) const {
+      throw FormatError(source + ": invalid JSON at byte " + std::to_string(at) + ": " + why);
+    }
+    void skip_space() {
+      while (at < text.size() && (text[at] == ' ' || text[at] == '\n' || text[at] == '\r' || text[at] == '\t')) ++at;
+    }
+    char peek() const { return at < text.size() ? text[at] : '\0'; }
+    void literal(std::string_view word) {
+      if (text.substr(at, word.size()) != word) fail("unknown literal");
+      at += word.size();
+    }
+    Json value(int depth) {
+      if (depth > kMaxDepth) fail("nesting deeper than 64");
+      Json v;
+      switch (peek()) {
+        case '{': {
+          v.type_ = Type::object;
+          ++at;
+          skip_space();
+          if (peek() == '}') return ++at, v;
+          for (;;) {
+            skip_space();
+            if (peek() != '"') fail("expected a key");
+            std::string key = string_body();
+            skip_space();
+            if (peek() != ':') fail("expected ':'");
+            ++at;
+            skip_space();
+            v.object_.emplace_back(std::move(key), value(depth + 1));
+            skip_space();
+            if (peek() == ',') {
+              ++at;
+              continue;
+            }
+            if (peek() == '}') return ++at, v;
+            fail("expected ',' or '}'");
+          }
+        }
+        case '[': {
+          v.type_ = Type::array;
+          ++at;
+          skip_space();
+          if (peek() == ']') return ++at, v;
+          for (;;) {
+            skip_space();
+            v.array_.push_back(value(depth + 1));
+            skip_space();
+            if (peek() == ',') {
+              ++at;
+              continue;
+            }
+            if (peek() == ']') return ++at, v;
+            fail("expected ',' or ']'");
+          }
+        }
+        case '"':
+          v.type_ = Type::string;
+          v.string_ = string_body();
+          return v;
+        case 't':
+          literal("true");
+          v.type_ = Type::boolean, v.bool_ = true;
+          return v;
+        case 'f':
+          literal("false");
+          v.type_ = Type::boolean, v.bool_ = false;
+          return v;
+        case 'n':
+          literal("null");
+          return v;
+        default:
+          return number_value();
+      }
+    }
+    Json number_value() {
+      const std::size_t start = at;
+      if (peek() == '-') ++at;
+      if (!(peek() >= '0' && peek() <= '9')) fail("expected a value");
+      while ((peek() >= '0' && peek() <= '9') || peek() == '.' || peek() == 'e' || peek() == 'E' || peek() == '+' ||
+             peek() == '-')
+        ++at;
+      const std::string digits(text.substr(start, at - start));
+      char* end = nullptr;
+      Json v;
+      v.type_ = Type::number;
+      v.number_ = std::strtod(digits.c_str(), &end);
+      if (end != digits.c_str() + digits.size()) fail("malformed number");
+      return v;
+    }
+    unsigned hex4() {
+      if (at + 4 > text.size()) fail("truncated \\u escape");
+      unsigned v = 0;
+      for (int i = 0; i < 4; ++i) {
+        const char c = text[at++];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+          v |= unsigned(c - '0');
+        else if (c >= 'a' && c <= 'f')
+          v |= unsigned(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+          v |= unsigned(c - 'A' + 10);
+        else
+          fail("bad hex digit in \\u escape");
+      }
+      return v;
+    }
+    static void append_utf8(std::string& out, unsigned cp) {
+      if (cp < 0x80)
+        out += char(cp);
+      else if (cp < 0x800)
+        out += char(0xc0 | (cp >> 6)), out += char(0x80 | (cp & 0x3f));
+      else if (cp < 0x10000)
+        out += char(0xe0 | (cp >> 12)), out += char(0x80 | ((cp >> 6) & 0x3f)), out += char(0x80 | (cp & 0x3f));
+      else
+        out += char(0xf0 | (cp >> 18)), out += char(0x80 | ((cp >> 12) & 0x3f)), out += char(0x80 | ((cp >> 6) & 0x3f)),
+            out += char(0x80 | (cp & 0x3f));
+    }
+    std::string string_body() {
+      ++at;  // opening quote
+      std::string out;
+      for (;;) {
+        if (at >= text.size()) fail("unterminated string");
+        const char c = text[at++];
+        if (c == '"') return out;
+        if (static_cast<unsigned char>(c) < 0x20) fail("control character in string");
+        if (c != '\\') {
+          out += c;
+          continue;
+        }
+        if (at >= text.size()) fail("unterminated escape");
+        switch (text[at++]) {
+          case '"':
+            out += '"';
+            break;
+          case '\\':
+            out += '\\';
+            break;
+          case '/':
+            out += '/';
+            break;
+          case 'b':
+            out += '\b';
+            break;
+          case 'f':
+            out += '\f';
+            break;
+          case 'n':
+            out += '\n';
+            break;
+          case 'r':
+            out += '\r';
+            break;
+          case 't':
+            out += '\t';
+            break;
+          case 'u': {
+            unsigned cp = hex4();
+            if (cp >= 0xd800 && cp < 0xdc00) {
+              if (text.substr(at, 2) != "\\u") fail("unpaired surrogate");
+              at += 2;
+              const unsigned low = hex4();
+              if (low < 0xdc00 || low >= 0xe000) fail("bad low surrogate");
+              cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+            }
+            append_utf8(out, cp);
+            break;
+          }
+          default:
+            fail("unknown escape");
+        }
+      }
+    }
+  };
+
+  Type type_ = Type::null;
+  bool bool_ = false;
+  double number_ = 0;
+  std::string string_;
+  std::vector<Json> array_;
+  std::vector<std::pair<std::string, Json>> object_;
+};
+
+}  // namespace tpkit

@@ -1,0 +1,174 @@
+// tpkit/model/config.hpp: the hyper-parameters of a decoder-only transformer and which
+// variant of each block it uses. Read from config.json or a llama2.c header.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tpkit/core/error.hpp"
+#include "tpkit/io/json.hpp"
+#include "tpkit/parallel/shard.hpp"
+
+namespace tpkit {
+
+enum class Architecture { llama, mistral, qwen2, qwen3 };
+
+inline const char* architecture_name(Architecture a) {
+  switch (a) {
+    case Architecture::llama:
+      return "llama";
+    case Architecture::mistral:
+      return "mistral";
+    case Architecture::qwen2:
+      return "qwen2";
+    case Architecture::qwen3:
+      return "qwen3";
+  }
+  return "?";
+}
+
+// Which elements of a head RoPE rotates together: (i, i + d/2) in Hugging Face checkpoints,
+// (2i, 2i + 1) in llama2.c checkpoints.
+enum class RopeStyle { rotate_half, interleaved };
+
+struct RopeScaling {
+  bool llama3 = false;  // Llama-3.1 frequency-dependent scaling
+  double factor = 1.0, low_freq_factor = 1.0, high_freq_factor = 4.0;
+  double original_max_position = 8192;
+};
+
+struct ModelConfig {
+  Architecture architecture = Architecture::llama;
+  std::int64_t hidden_size = 0, intermediate_size = 0, num_layers = 0;
+  int num_heads = 0, num_kv_heads = 0;
+  std::int64_t head_dim = 0, vocab_size = 0, max_position = 0;
+  double rms_norm_eps = 1e-5, rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  RopeStyle rope_style = RopeStyle::rotate_half;
+  bool tie_embeddings = false;
+  bool qkv_bias = false;  // Qwen2
+  bool qk_norm = false;   // Qwen3: RMSNorm over each q and k head before RoPE
+  int bos_token_id = 1;
+  std::vector<int> eos_token_ids = {2};
+
+  std::int64_t q_size() const { return num_heads * head_dim; }
+  std::int64_t kv_size() const { return num_kv_heads * head_dim; }
+
+  void validate() const {
+    const auto positive = [](std::int64_t v, const char* name) {
+      if (v <= 0)
+        throw FormatError(std::string("model config: ") + name + " must be positive (got " + std::to_string(v) + ")");
+    };
+    positive(hidden_size, "hidden_size");
+    positive(intermediate_size, "intermediate_size");
+    positive(num_layers, "num_layers");
+    positive(num_heads, "num_heads");
+    positive(num_kv_heads, "num_kv_heads");
+    positive(head_dim, "head_dim");
+    positive(vocab_size, "vocab_size");
+    positive(max_position, "max_position");
+    if (num_heads % num_kv_heads != 0)
+      throw FormatError("model config: num_heads (" + std::to_string(num_heads) +
+                        ") is not a multiple of num_kv_heads (" + std::to_string(num_kv_heads) + ")");
+    if (head_dim % 2 != 0) throw FormatError("model config: head_dim must be even for RoPE");
+    if (!(rms_norm_eps > 0) || !(rope_theta > 0))
+      throw FormatError("model config: rms_norm_eps and rope_theta must be positive");
+  }
+
+  // Throws InvalidArgument when the model cannot be sharded over tp_size ranks; every TP size
+  // up to the number of query heads works, whether or not it divides the head counts.
+  void check_tp_size(int tp_size) const {
+    TPKIT_REQUIRE(tp_size >= 1, "tp_size must be at least 1 (got ", tp_size, ")");
+    TPKIT_REQUIRE(tp_size <= num_heads, "tp_size (", tp_size, ") exceeds num_heads (", num_heads,
+                  ") of this model; the largest TP size it can take is ", num_heads);
+    TPKIT_REQUIRE(tp_size <= intermediate_size, "tp_size (", tp_size, ") exceeds intermediate_size (",
+                  intermediate_size, ")");
+  }
+};
+
+// config.json of a Hugging Face Llama, Mistral, Qwen2 or Qwen3 checkpoint.
+inline ModelConfig config_from_hf(const Json& j) {
+  ModelConfig c;
+  std::string type = j.find("model_type") && j.at("model_type").is_string() ? j.at("model_type").string() : "";
+  if (type.empty() && j.find("architectures") && !j.at("architectures").array().empty()) {
+    const std::string a = j.at("architectures").array()[0].string();
+    type = a.rfind("Llama", 0) == 0     ? "llama"
+           : a.rfind("Mistral", 0) == 0 ? "mistral"
+           : a.rfind("Qwen3", 0) == 0   ? "qwen3"
+           : a.rfind("Qwen2", 0) == 0   ? "qwen2"
+                                        : a;
+  }
+  if (type == "llama")
+    c.architecture = Architecture::llama;
+  else if (type == "mistral")
+    c.architecture = Architecture::mistral;
+  else if (type == "qwen2")
+    c.architecture = Architecture::qwen2;
+  else if (type == "qwen3")
+    c.architecture = Architecture::qwen3;
+  else
+    throw FormatError("unknown architecture \"" + type + "\"; supported: llama, mistral, qwen2, qwen3");
+
+  const auto integer = [&](const char* key, std::int64_t fallback) {
+    const Json* v = j.find(key);
+    if (!v || v->is_null()) {
+      if (fallback < 0) throw FormatError(std::string("config.json: missing \"") + key + "\"");
+      return fallback;
+    }
+    try {
+      return v->integer(0, std::int64_t(1) << 40);
+    } catch (const FormatError& e) {
+      throw FormatError(std::string("config.json: \"") + key + "\": " + e.what());
+    }
+  };
+  const auto real = [&](const char* key, double fallback) {
+    const Json* v = j.find(key);
+    return v && v->is_number() ? v->number() : fallback;
+  };
+  const auto flag = [&](const char* key, bool fallback) {
+    const Json* v = j.find(key);
+    return v && v->type() == Json::Type::boolean ? v->boolean() : fallback;
+  };
+  c.hidden_size = integer("hidden_size", -1);
+  c.intermediate_size = integer("intermediate_size", -1);
+  c.num_layers = integer("num_hidden_layers", -1);
+  c.num_heads = int(integer("num_attention_heads", -1));
+  c.num_kv_heads = int(integer("num_key_value_heads", c.num_heads));
+  c.head_dim = integer("head_dim", c.num_heads ? c.hidden_size / c.num_heads : 0);
+  c.vocab_size = integer("vocab_size", -1);
+  c.max_position = integer("max_position_embeddings", 4096);
+  c.rms_norm_eps = real("rms_norm_eps", 1e-6);
+  c.rope_theta = real("rope_theta", 10000.0);
+  c.tie_embeddings = flag("tie_word_embeddings", false);
+  c.qkv_bias = c.architecture == Architecture::qwen2 || flag("attention_bias", false);
+  c.qk_norm = c.architecture == Architecture::qwen3;
+  c.rope_style = RopeStyle::rotate_half;
+  if (const Json* s = j.find("rope_scaling"); s && s->is_object()) {
+    const Json* kind = s->find("rope_type");
+    if (!kind) kind = s->find("type");
+    const std::string k = kind && kind->is_string() ? kind->string() : "";
+    if (k == "llama3") {
+      c.rope_scaling.llama3 = true;
+      c.rope_scaling.factor = s->at("factor").number();
+      c.rope_scaling.low_freq_factor = s->at("low_freq_factor").number();
+      c.rope_scaling.high_freq_factor = s->at("high_freq_factor").number();
+      c.rope_scaling.original_max_position = s->at("original_max_position_embeddings").number();
+    } else if (!k.empty() && k != "default") {
+      throw FormatError("config.json: unsupported rope_scaling type \"" + k + "\"");
+    }
+  }
+  if (const Json* b = j.find("bos_token_id"); b && b->is_number()) c.bos_token_id = int(b->integer(0, 1 << 30));
+  if (const Json* e = j.find("eos_token_id")) {
+    c.eos_token_ids.clear();
+    if (e->is_number())
+      c.eos_token_ids.push_back(int(e->integer(0, 1 << 30)));
+    else if (e->is_array())
+      for (const Json& x : e->array()) c.eos_token_ids.push_back(int(x.integer(0, 1 << 30)));
+  }
+  c.validate();
+  return c;
+}
+
+}  // namespace tpkit

@@ -1,0 +1,211 @@
+// tpkit/model/transformer.hpp: a Llama / Mistral / Qwen2 / Qwen3 decoder assembled from tpkit
+// layers, one instance per tensor-parallel rank.
+//
+// Per block: RMSNorm -> QKVParallelLinear (+ per-head q/k RMSNorm for Qwen3) -> RoPE -> write
+// K/V to the paged cache -> paged attention over this rank's heads -> o_proj
+// (RowParallelLinear, all-reduce) -> residual -> RMSNorm -> MergedGateUpLinear -> SiLU * up ->
+// down_proj (RowParallelLinear, all-reduce) -> residual. Then the final RMSNorm and the
+// ParallelLMHead. Nothing here computes a shard offset: the layers and partition_heads do.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "tpkit/comm/communicator.hpp"
+#include "tpkit/kv/paged_kv_cache.hpp"
+#include "tpkit/layers/embedding.hpp"
+#include "tpkit/layers/gate_up.hpp"
+#include "tpkit/layers/linear.hpp"
+#include "tpkit/layers/qkv.hpp"
+#include "tpkit/model/checkpoint.hpp"
+#include "tpkit/model/rope.hpp"
+#include "tpkit/ops/host_ops.hpp"
+
+namespace tpkit {
+
+// The tokens one sequence contributes to a forward step: `count` tokens at positions
+// start_position.. (a whole prompt, a prefill chunk, or one decode token).
+struct StepSequence {
+  const std::int32_t* tokens = nullptr;
+  std::int64_t count = 0;
+  std::int64_t start_position = 0;
+  const std::vector<std::int32_t>* blocks = nullptr;  // covers every position up to the last
+  bool want_logits = false;                           // logits for the last token of this step
+};
+
+template <class T, class Ops = HostOps>
+class TransformerModel {
+ public:
+  TransformerModel(const Checkpoint& ckpt, ShardSpec shard, std::int64_t num_kv_blocks, std::int64_t block_size = 16)
+      : config_(ckpt.config()),
+        shard_(shard),
+        inv_freq_(rope_inverse_frequencies(config_)),
+        embedding_(ckpt.tensor("model.embed_tokens.weight", {config_.vocab_size, config_.hidden_size}), shard),
+        lm_head_(config_.tie_embeddings
+                     ? ParallelLMHead<T, Ops>::tied_to(embedding_)
+                     : ParallelLMHead<T, Ops>(ckpt.tensor("lm_head.weight", {config_.vocab_size, config_.hidden_size}),
+                                              shard)),
+        final_norm_(load_vector(ckpt.tensor("model.norm.weight", {config_.hidden_size}))),
+        cache_(KVCacheShape{config_.num_layers, num_kv_blocks, block_size,
+                            partition_heads(config_.num_heads, config_.num_kv_heads, shard).local_kv_heads(),
+                            config_.head_dim}) {
+    config_.check_tp_size(shard.size);
+    const ModelConfig& c = config_;
+    const std::int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+    for (std::int64_t l = 0; l < c.num_layers; ++l) {
+      const auto name = [&](const char* suffix) { return Checkpoint::layer_name(l, suffix); };
+      QKVWeights w{ckpt.tensor(name("self_attn.q_proj.weight"), {c.q_size(), H}),
+                   ckpt.tensor(name("self_attn.k_proj.weight"), {c.kv_size(), H}),
+                   ckpt.tensor(name("self_attn.v_proj.weight"), {c.kv_size(), H}),
+                   {},
+                   {},
+                   {}};
+      if (c.qkv_bias) {
+        w.q_bias = ckpt.tensor(name("self_attn.q_proj.bias"), {c.q_size()});
+        w.k_bias = ckpt.tensor(name("self_attn.k_proj.bias"), {c.kv_size()});
+        w.v_bias = ckpt.tensor(name("self_attn.v_proj.bias"), {c.kv_size()});
+      }
+      RowParallelOptions o_options;
+      o_options.granule = hd;  // o_proj's input is split by whole query heads, like the QKV layer
+      Block block{load_vector(ckpt.tensor(name("input_layernorm.weight"), {H})),
+                  load_vector(ckpt.tensor(name("post_attention_layernorm.weight"), {H})),
+                  {},
+                  {},
+                  QKVParallelLinear<T, Ops>(w, {c.num_heads, c.num_kv_heads, hd}, shard),
+                  RowParallelLinear<T, Ops>(ckpt.tensor(name("self_attn.o_proj.weight"), {H, c.q_size()}), {}, shard,
+                                            o_options),
+                  MergedGateUpLinear<T, Ops>(ckpt.tensor(name("mlp.gate_proj.weight"), {I, H}),
+                                             ckpt.tensor(name("mlp.up_proj.weight"), {I, H}), shard),
+                  RowParallelLinear<T, Ops>(ckpt.tensor(name("mlp.down_proj.weight"), {H, I}), {}, shard)};
+      if (c.qk_norm) {
+        block.q_norm = load_vector(ckpt.tensor(name("self_attn.q_norm.weight"), {hd}));
+        block.k_norm = load_vector(ckpt.tensor(name("self_attn.k_norm.weight"), {hd}));
+      }
+      // The two splits must agree for attention output to feed o_proj without communication.
+      const HeadPartition& heads = block.qkv.partition();
+      TPKIT_REQUIRE(block.o_proj.input_range() == (Range{heads.q_heads.begin * hd, heads.q_heads.end * hd}),
+                    "o_proj input split disagrees with the query-head split");
+      blocks_.push_back(std::move(block));
+    }
+    heads_ = blocks_.empty() ? HeadPartition{} : blocks_.front().qkv.partition();
+  }
+
+  const ModelConfig& config() const { return config_; }
+  const HeadPartition& heads() const { return heads_; }
+  PagedKVCache<T, Ops>& cache() { return cache_; }
+
+  // Runs one step over `sequences`, writing their K/V into the cache, and fills `logits`
+  // ([number of sequences with want_logits, vocab_size], float) in order.
+  template <class Backend>
+  void forward(Communicator<Backend>& comm, const std::vector<StepSequence>& sequences, TensorView<float> logits) {
+    const ModelConfig& c = config_;
+    const std::int64_t H = c.hidden_size, hd = c.head_dim;
+    // Flatten the step's tokens.
+    tokens_.clear(), positions_.clear(), queries_.clear(), logit_rows_.clear();
+    for (const StepSequence& s : sequences) {
+      TPKIT_REQUIRE(s.count >= 1, "a step sequence needs at least one token");
+      TPKIT_REQUIRE(s.start_position + s.count <= c.max_position, "position ", s.start_position + s.count - 1,
+                    " exceeds the model's max_position ", c.max_position);
+      for (std::int64_t i = 0; i < s.count; ++i) {
+        tokens_.push_back(s.tokens[i]);
+        positions_.push_back(s.start_position + i);
+        queries_.push_back({s.start_position + i, s.blocks});
+      }
+      if (s.want_logits) logit_rows_.push_back(std::int64_t(tokens_.size()) - 1);
+    }
+    const std::int64_t n = std::int64_t(tokens_.size());
+    TPKIT_REQUIRE(
+        logits.rank() == 2 && logits.size(0) == std::int64_t(logit_rows_.size()) && logits.size(1) == c.vocab_size,
+        "logits must have shape [", logit_rows_.size(), ", ", c.vocab_size, "] but has shape ", logits.shape_string());
+    const HeadPartition& heads = heads_;
+    const std::int64_t q_width = heads.local_q_heads() * hd, kv_width = heads.local_kv_heads() * hd;
+    const std::int64_t qkv_width = q_width + 2 * kv_width,
+                       li = blocks_.empty() ? 0 : blocks_[0].gate_up.output_width() / 2;
+    hidden_.reserve_at_least(std::size_t(n * H));
+    normed_.reserve_at_least(std::size_t(n * H));
+    delta_.reserve_at_least(std::size_t(n * H));
+    qkv_.reserve_at_least(std::size_t(n * qkv_width));
+    attn_.reserve_at_least(std::size_t(n * q_width));
+    gate_up_.reserve_at_least(std::size_t(n * 2 * li));
+    act_.reserve_at_least(std::size_t(n * li));
+    cos_.reserve_at_least(std::size_t(n * hd / 2));
+    sin_.reserve_at_least(std::size_t(n * hd / 2));
+    rope_angles(inv_freq_, positions_.data(), n, cos_.data(), sin_.data());
+
+    const TensorView<T> hidden(hidden_.data(), {n, H}, Ops::memory), normed(normed_.data(), {n, H}, Ops::memory),
+        delta(delta_.data(), {n, H}, Ops::memory);
+    embedding_.forward(comm, tokens_.data(), n, hidden);
+    const float eps = float(c.rms_norm_eps), scale = 1.0f / std::sqrt(float(hd));
+    const bool interleaved = c.rope_style == RopeStyle::interleaved;
+    for (std::int64_t l = 0; l < c.num_layers; ++l) {
+      Block& b = blocks_[std::size_t(l)];
+      Ops::rms_norm(hidden_.data(), H, n, H, b.input_norm.data(), eps, normed_.data(), H);
+      b.qkv.forward(comm, normed, TensorView<T>(qkv_.data(), {n, qkv_width}, Ops::memory));
+      T* q = qkv_.data();
+      T* k = q + q_width;
+      T* v = k + kv_width;
+      if (c.qk_norm) {
+        for (std::int64_t t = 0; t < n; ++t) {
+          Ops::rms_norm(q + t * qkv_width, hd, heads.local_q_heads(), hd, b.q_norm.data(), eps, q + t * qkv_width, hd);
+          Ops::rms_norm(k + t * qkv_width, hd, heads.local_kv_heads(), hd, b.k_norm.data(), eps, k + t * qkv_width, hd);
+        }
+      }
+      Ops::rope(q, qkv_width, n, heads.local_q_heads(), hd, cos_.data(), sin_.data(), interleaved);
+      Ops::rope(k, qkv_width, n, heads.local_kv_heads(), hd, cos_.data(), sin_.data(), interleaved);
+      for (std::int64_t t = 0; t < n; ++t) {
+        const std::int64_t slot = cache_.slot(*queries_[std::size_t(t)].blocks, positions_[std::size_t(t)]);
+        Ops::copy(k + t * qkv_width, cache_.key(l, slot), std::size_t(kv_width));
+        Ops::copy(v + t * qkv_width, cache_.value(l, slot), std::size_t(kv_width));
+      }
+      Ops::paged_attention(cache_, l, heads, q, qkv_width, queries_.data(), n, scale, attn_.data(), q_width, scores_);
+      b.o_proj.forward(comm, TensorView<const T>(attn_.data(), {n, q_width}, Ops::memory), delta);
+      Ops::add(hidden_.data(), delta_.data(), n * H);
+      Ops::rms_norm(hidden_.data(), H, n, H, b.post_norm.data(), eps, normed_.data(), H);
+      b.gate_up.forward(comm, normed, TensorView<T>(gate_up_.data(), {n, 2 * li}, Ops::memory));
+      Ops::silu_and_mul(gate_up_.data(), n, li, act_.data());
+      b.down.forward(comm, TensorView<const T>(act_.data(), {n, li}, Ops::memory), delta);
+      Ops::add(hidden_.data(), delta_.data(), n * H);
+    }
+    const std::int64_t rows = std::int64_t(logit_rows_.size());
+    if (rows == 0) return;
+    for (std::int64_t r = 0; r < rows; ++r)
+      Ops::rms_norm(hidden_.data() + logit_rows_[std::size_t(r)] * H, H, 1, H, final_norm_.data(), eps,
+                    normed_.data() + r * H, H);
+    lm_head_.forward(comm, TensorView<const T>(normed_.data(), {rows, H}, Ops::memory), logits);
+  }
+
+ private:
+  struct Block {
+    typename Ops::template Buffer<float> input_norm, post_norm, q_norm, k_norm;
+    QKVParallelLinear<T, Ops> qkv;
+    RowParallelLinear<T, Ops> o_proj;
+    MergedGateUpLinear<T, Ops> gate_up;
+    RowParallelLinear<T, Ops> down;
+  };
+
+  static typename Ops::template Buffer<float> load_vector(const RawTensorView& v) {
+    typename Ops::template Buffer<float> out(std::size_t(v.size(0)));
+    Ops::load_block(v, Range{0, v.size(0)}, Range{0, 1}, out.data(), 1);
+    return out;
+  }
+
+  ModelConfig config_;
+  ShardSpec shard_;
+  std::vector<double> inv_freq_;
+  VocabParallelEmbedding<T, Ops> embedding_;
+  ParallelLMHead<T, Ops> lm_head_;
+  typename Ops::template Buffer<float> final_norm_;
+  std::vector<Block> blocks_;
+  HeadPartition heads_;
+  PagedKVCache<T, Ops> cache_;
+  // Step workspaces: grow to the largest step, then are reused.
+  std::vector<std::int32_t> tokens_;
+  std::vector<std::int64_t> positions_, logit_rows_;
+  std::vector<AttentionQuery> queries_;
+  std::vector<float> scores_;
+  typename Ops::template Buffer<T> hidden_, normed_, delta_, qkv_, attn_, gate_up_, act_;
+  typename Ops::template Buffer<float> cos_, sin_;
+};
+
+}  // namespace tpkit
