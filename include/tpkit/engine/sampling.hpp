@@ -1,0 +1,96 @@
+// tpkit/engine/sampling.hpp: per-request sampling parameters and the token sampler.
+//
+// Order of operations: temperature (0 = greedy), then top-k, top-p (nucleus) and min-p
+// filters over the softmax, then one draw from the request's own generator. Greedy and
+// top_k == 1 take the first maximal logit. A request with a seed repeats exactly.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tpkit/core/error.hpp"
+
+namespace tpkit {
+
+struct SamplingParams {
+  float temperature = 1.0f;  // 0: greedy
+  int top_k = 0;             // 0: off
+  float top_p = 1.0f;        // 1: off
+  float min_p = 0.0f;        // 0: off
+  std::optional<std::uint64_t> seed;
+  int max_tokens = 64;
+  std::vector<std::string> stop;  // stop strings (need a tokenizer)
+  bool ignore_eos = false;
+
+  void validate() const {
+    TPKIT_REQUIRE(temperature >= 0 && std::isfinite(temperature), "temperature must be >= 0 (got ", temperature, ")");
+    TPKIT_REQUIRE(top_k >= 0, "top_k must be >= 0 (got ", top_k, ")");
+    TPKIT_REQUIRE(top_p > 0 && top_p <= 1, "top_p must be in (0, 1] (got ", top_p, ")");
+    TPKIT_REQUIRE(min_p >= 0 && min_p <= 1, "min_p must be in [0, 1] (got ", min_p, ")");
+    TPKIT_REQUIRE(max_tokens >= 1, "max_tokens must be >= 1 (got ", max_tokens, ")");
+    for (const auto& s : stop) TPKIT_REQUIRE(!s.empty(), "stop strings must not be empty");
+  }
+  bool greedy() const { return temperature == 0.0f || top_k == 1; }
+};
+
+inline std::int32_t argmax_token(const float* logits, std::int64_t vocab) {
+  return std::int32_t(std::max_element(logits, logits + vocab) - logits);
+}
+
+class Sampler {
+ public:
+  // `scratch` vectors are reused between calls; no allocation once warm.
+  std::int32_t sample(const float* logits, std::int64_t vocab, const SamplingParams& p, std::mt19937_64& rng) {
+    if (p.greedy()) return argmax_token(logits, vocab);
+    order_.resize(std::size_t(vocab));
+    std::iota(order_.begin(), order_.end(), 0);
+    // Descending logit, lower id first on ties: the candidate order every filter uses.
+    const auto by_logit = [&](std::int32_t a, std::int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    };
+    std::int64_t keep = vocab;
+    if (p.top_k > 0 && p.top_k < vocab) {
+      keep = p.top_k;
+      std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), by_logit);
+    } else {
+      std::sort(order_.begin(), order_.end(), by_logit);
+    }
+    probs_.resize(std::size_t(keep));
+    const double top = double(logits[order_[0]]) / p.temperature;
+    double total = 0;
+    for (std::int64_t i = 0; i < keep; ++i)
+      total += probs_[std::size_t(i)] = std::exp(double(logits[order_[std::size_t(i)]]) / p.temperature - top);
+    if (p.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p
+      double mass = 0;
+      std::int64_t n = 0;
+      while (n < keep && mass < double(p.top_p) * total) mass += probs_[std::size_t(n++)];
+      keep = std::max<std::int64_t>(n, 1);
+    }
+    if (p.min_p > 0.0f) {  // probability at least min_p times the most likely token's
+      std::int64_t n = 1;
+      while (n < keep && probs_[std::size_t(n)] >= double(p.min_p) * probs_[0]) ++n;
+      keep = n;
+    }
+    total = 0;
+    for (std::int64_t i = 0; i < keep; ++i) total += probs_[std::size_t(i)];
+    const double u = double(rng() >> 11) * 0x1p-53 * total;
+    double cumulative = 0;
+    for (std::int64_t i = 0; i < keep; ++i) {
+      cumulative += probs_[std::size_t(i)];
+      if (u < cumulative) return order_[std::size_t(i)];
+    }
+    return order_[std::size_t(keep - 1)];
+  }
+
+ private:
+  std::vector<std::int32_t> order_;
+  std::vector<double> probs_;
+};
+
+}  // namespace tpkit
