@@ -40,9 +40,9 @@ const Golden& golden() {
     for (const auto& p : prompts()) {
       out.prompt_ids.push_back(tok.encode(p, true, false));
       std::vector<std::vector<double>> logits;
-      out.tokens.push_back(ref::greedy(reference_weights(), std::vector<int>(out.prompt_ids.back().begin(),
-                                                                             out.prompt_ids.back().end()),
-                                       64, &logits));
+      out.tokens.push_back(ref::greedy(reference_weights(),
+                                       std::vector<int>(out.prompt_ids.back().begin(), out.prompt_ids.back().end()), 64,
+                                       &logits));
       out.logits.push_back(std::move(logits));
     }
     return out;
@@ -116,8 +116,8 @@ TEST_CASE("logits agree with the float64 reference", "[engine][golden]") {
         const auto& want = golden().logits[i][std::size_t(pos - (prompt - 1))];
         for (std::int64_t v = 0; v < V; ++v) {
           const double bound = 5e-4 * std::max(1.0, std::fabs(want[std::size_t(v)]));
-          worst[std::size_t(comm.rank())] =
-              std::max(worst[std::size_t(comm.rank())], std::fabs(logits[std::size_t(v)] - want[std::size_t(v)]) / bound);
+          worst[std::size_t(comm.rank())] = std::max(worst[std::size_t(comm.rank())],
+                                                     std::fabs(logits[std::size_t(v)] - want[std::size_t(v)]) / bound);
         }
       }
     }

@@ -53,16 +53,19 @@ inline void rmsnorm(double* x, int n, const double* w, double eps) {
 // Runs tokens through the model one position at a time, keeping its own dense KV cache.
 class LlamaReference {
  public:
-  explicit LlamaReference(const LlamaWeights& w) : w_(w), keys_(std::size_t(w.config.layers)), values_(std::size_t(w.config.layers)) {
+  explicit LlamaReference(const LlamaWeights& w)
+      : w_(w), keys_(std::size_t(w.config.layers)), values_(std::size_t(w.config.layers)) {
     const LlamaConfig& c = w.config;
     for (int i = 0; i < c.head_dim / 2; ++i) {
       double f = std::pow(c.theta, -2.0 * i / c.head_dim);
       if (c.llama3_scaling) {
         const double wavelen = 2 * M_PI / f, low = c.original_max_position / c.low_freq_factor,
                      high = c.original_max_position / c.high_freq_factor;
-        if (wavelen > low) f = f / c.factor;
+        if (wavelen > low)
+          f = f / c.factor;
         else if (wavelen >= high) {
-          const double t = (c.original_max_position / wavelen - c.low_freq_factor) / (c.high_freq_factor - c.low_freq_factor);
+          const double t =
+              (c.original_max_position / wavelen - c.low_freq_factor) / (c.high_freq_factor - c.low_freq_factor);
           f = (1 - t) * f / c.factor + t * f;
         }
       }
@@ -75,7 +78,8 @@ class LlamaReference {
     const LlamaConfig& c = w_.config;
     const int D = c.dim, hd = c.head_dim, kvd = c.kv_heads * hd, group = c.heads / c.kv_heads;
     const int pos = position_++;
-    std::vector<double> x(w_.embed.begin() + std::ptrdiff_t(token) * D, w_.embed.begin() + std::ptrdiff_t(token + 1) * D);
+    std::vector<double> x(w_.embed.begin() + std::ptrdiff_t(token) * D,
+                          w_.embed.begin() + std::ptrdiff_t(token + 1) * D);
     for (int l = 0; l < c.layers; ++l) {
       const LlamaLayer& L = w_.layers[std::size_t(l)];
       std::vector<double> xn = x;
@@ -100,7 +104,8 @@ class LlamaReference {
         double top = -1e300;
         for (int p = 0; p <= pos; ++p) {
           double s = 0;
-          for (int d = 0; d < hd; ++d) s += q[std::size_t(h * hd + d)] * keys_[std::size_t(l)][std::size_t(p * kvd + kvh * hd + d)];
+          for (int d = 0; d < hd; ++d)
+            s += q[std::size_t(h * hd + d)] * keys_[std::size_t(l)][std::size_t(p * kvd + kvh * hd + d)];
           scores[std::size_t(p)] = s / std::sqrt(double(hd));
           top = std::max(top, scores[std::size_t(p)]);
         }
@@ -108,7 +113,8 @@ class LlamaReference {
         for (double& s : scores) total += s = std::exp(s - top);
         for (int p = 0; p <= pos; ++p)
           for (int d = 0; d < hd; ++d)
-            att[std::size_t(h * hd + d)] += scores[std::size_t(p)] / total * values_[std::size_t(l)][std::size_t(p * kvd + kvh * hd + d)];
+            att[std::size_t(h * hd + d)] +=
+                scores[std::size_t(p)] / total * values_[std::size_t(l)][std::size_t(p * kvd + kvh * hd + d)];
       }
       const auto o = matvec(L.wo, att, D, c.heads * hd);
       for (int i = 0; i < D; ++i) x[std::size_t(i)] += o[std::size_t(i)];
@@ -116,7 +122,8 @@ class LlamaReference {
       rmsnorm(xn.data(), D, L.ffn_norm.data(), c.eps);
       auto g = matvec(L.w_gate, xn, c.hidden, D);
       const auto u = matvec(L.w_up, xn, c.hidden, D);
-      for (int i = 0; i < c.hidden; ++i) g[std::size_t(i)] = g[std::size_t(i)] / (1 + std::exp(-g[std::size_t(i)])) * u[std::size_t(i)];
+      for (int i = 0; i < c.hidden; ++i)
+        g[std::size_t(i)] = g[std::size_t(i)] / (1 + std::exp(-g[std::size_t(i)])) * u[std::size_t(i)];
       const auto down = matvec(L.w_down, g, D, c.hidden);
       for (int i = 0; i < D; ++i) x[std::size_t(i)] += down[std::size_t(i)];
     }
@@ -183,8 +190,8 @@ inline LlamaWeights read_llama2c(const std::string& path) {
   };
   const auto split = [&](std::vector<double> all, std::size_t per_layer, std::vector<double> LlamaLayer::*member) {
     for (int l = 0; l < c.layers; ++l)
-      w.layers[std::size_t(l)].*member =
-          std::vector<double>(all.begin() + std::ptrdiff_t(l * per_layer), all.begin() + std::ptrdiff_t((l + 1) * per_layer));
+      w.layers[std::size_t(l)].*member = std::vector<double>(all.begin() + std::ptrdiff_t(l * per_layer),
+                                                             all.begin() + std::ptrdiff_t((l + 1) * per_layer));
   };
   w.layers.resize(std::size_t(c.layers));
   w.embed = read(std::size_t(c.vocab) * c.dim);

@@ -29,7 +29,8 @@ struct EngineOptions {
   std::int64_t max_num_seqs = 16;
   std::int64_t max_num_batched_tokens = 512;
   std::int64_t block_size = 16;
-  std::int64_t num_kv_blocks = 0;  // 0: enough for max_num_seqs sequences of max_position tokens
+  std::int64_t num_kv_blocks = 0;  // 0: enough for max_num_seqs full-length sequences, within kv_cache_bytes
+  std::int64_t kv_cache_bytes = std::int64_t(1) << 30;  // per rank, when num_kv_blocks is 0
   MockOptions comm;
 };
 
