@@ -102,12 +102,16 @@ inline Checkpoint Checkpoint::open_llama2c(const std::string& path) {
 
   const std::int64_t H = m.hidden_size, I = m.intermediate_size, L = m.num_layers, V = m.vocab_size;
   const std::int64_t Q = m.q_size(), KV = m.kv_size(), hd = m.head_dim, S = m.max_position;
-  const std::int64_t floats = V * H + L * H + L * Q * H + 2 * L * KV * H + L * H * Q + L * H + 3 * L * I * H + H +
-                              S * hd + (shared_classifier ? 0 : V * H);
-  const std::uint64_t expected = 28 + std::uint64_t(floats) * 4;
-  if (file->size() != expected)
+  // In double: header fields up to 2^24 would overflow an int64 product; real files are far
+  // below 2^53 bytes, where double is exact.
+  const double floats = double(V) * H + double(L) * H + double(L) * Q * H + 2.0 * L * KV * H + double(L) * H * Q +
+                        double(L) * H + 3.0 * L * I * H + double(H) + double(S) * hd +
+                        (shared_classifier ? 0.0 : double(V) * H);
+  const double expected = 28.0 + floats * 4.0;
+  if (double(file->size()) != expected)
     throw FormatError(path + ": llama2.c file is " + std::to_string(file->size()) + " bytes; its header implies " +
-                      std::to_string(expected) + (file->size() < expected ? " (truncated)" : " (trailing data)"));
+                      std::to_string(std::uint64_t(std::min(expected, 1e19))) +
+                      (double(file->size()) < expected ? " (truncated)" : " (trailing data)"));
   const auto* base = reinterpret_cast<const float*>(file->data() + 28);  // memcpy-read only
   std::int64_t at = 0;
   const auto take = [&](std::int64_t count) {
@@ -184,8 +188,11 @@ inline void Checkpoint::add_safetensors(const std::string& path) {
       }
       const auto& offsets = info.at("data_offsets").array();
       if (offsets.size() != 2) throw FormatError("data_offsets must have two entries");
-      const std::int64_t begin = offsets[0].integer(0, std::int64_t(data_size)),
-                         end = offsets[1].integer(0, std::int64_t(data_size));
+      const std::int64_t begin = offsets[0].integer(0), end = offsets[1].integer(0);
+      if (std::uint64_t(end) > data_size)
+        throw FormatError("data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                          "] reach beyond the end of the file (truncated?): its data section holds " +
+                          std::to_string(data_size) + " bytes");
       if (end < begin || std::uint64_t(end - begin) != std::uint64_t(numel) * dtype_size(dtype))
         throw FormatError("data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] do not hold " +
                           std::to_string(numel) + " elements of " + dt);
