@@ -34,8 +34,8 @@ std::vector<Variant> variants() {
   o.llama3_scaling = true;
   v.push_back({"llama3 rope scaling", o});
   o = {};
-  o.model_type = "mistral", o.tied = true;
-  v.push_back({"mistral tied", o});
+  o.model_type = "mistral", o.tied = true, o.sliding_window = 5;
+  v.push_back({"mistral tied, sliding window 5", o});
   return v;
 }
 std::string temp_dir(const std::string& name) {

@@ -22,6 +22,7 @@ struct WriterOptions {
   bool tied = false;
   bool sharded = false;  // model.safetensors.index.json over two files
   bool llama3_scaling = false;
+  int sliding_window = 0;
   int dim = 48, hidden = 80, layers = 2, heads = 6, kv_heads = 2, head_dim = 8, vocab = 97, max_position = 64;
   std::uint64_t seed = 1;
 };
@@ -93,6 +94,7 @@ inline LlamaWeights write_checkpoint(const std::string& dir, const WriterOptions
   c.head_dim = o.head_dim, c.vocab = o.vocab, c.eps = 1e-6, c.theta = 10000.0, c.interleaved = false;
   c.qkv_bias = o.model_type == "qwen2";
   c.qk_norm = o.model_type == "qwen3";
+  if (o.model_type == "mistral") c.sliding_window = o.sliding_window;
   if (o.llama3_scaling)
     c.llama3_scaling = true, c.factor = 8, c.low_freq_factor = 1, c.high_freq_factor = 4, c.original_max_position = 16;
   const int q = o.heads * o.head_dim, kv = o.kv_heads * o.head_dim, D = o.dim;
@@ -137,6 +139,7 @@ inline LlamaWeights write_checkpoint(const std::string& dir, const WriterOptions
       ", \"max_position_embeddings\": " + std::to_string(o.max_position) +
       ", \"rms_norm_eps\": 1e-06, \"rope_theta\": 10000.0, \"tie_word_embeddings\": " + (o.tied ? "true" : "false") +
       ", \"bos_token_id\": 1, \"eos_token_id\": [2, 3]";
+  if (o.sliding_window > 0) cfg += ", \"sliding_window\": " + std::to_string(o.sliding_window);
   if (o.llama3_scaling)
     cfg +=
         ", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "

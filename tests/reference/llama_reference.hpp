@@ -19,6 +19,7 @@ struct LlamaConfig {
   bool interleaved = false;  // llama2.c pairs (2i, 2i+1); otherwise (i, i + d/2)
   bool qkv_bias = false, qk_norm = false;
   bool llama3_scaling = false;
+  int sliding_window = 0;  // attend to the last `sliding_window` positions only (0: all)
   double factor = 1, low_freq_factor = 1, high_freq_factor = 4, original_max_position = 8192;
 };
 
@@ -102,7 +103,9 @@ class LlamaReference {
         const int kvh = h / group;
         std::vector<double> scores(std::size_t(pos + 1));
         double top = -1e300;
-        for (int p = 0; p <= pos; ++p) {
+        const int first = c.sliding_window > 0 ? std::max(0, pos - c.sliding_window + 1) : 0;
+        for (int p = 0; p < first; ++p) scores[std::size_t(p)] = -1e300;  // outside the window: weight 0
+        for (int p = first; p <= pos; ++p) {
           double s = 0;
           for (int d = 0; d < hd; ++d)
             s += q[std::size_t(h * hd + d)] * keys_[std::size_t(l)][std::size_t(p * kvd + kvh * hd + d)];

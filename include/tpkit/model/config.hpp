@@ -48,8 +48,9 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   RopeStyle rope_style = RopeStyle::rotate_half;
   bool tie_embeddings = false;
-  bool qkv_bias = false;  // Qwen2
-  bool qk_norm = false;   // Qwen3: RMSNorm over each q and k head before RoPE
+  bool qkv_bias = false;            // Qwen2
+  bool qk_norm = false;             // Qwen3: RMSNorm over each q and k head before RoPE
+  std::int64_t sliding_window = 0;  // Mistral: attend to the last `sliding_window` positions (0: all)
   int bos_token_id = 1;
   std::vector<int> eos_token_ids = {2};
 
@@ -145,6 +146,10 @@ inline ModelConfig config_from_hf(const Json& j) {
   c.qkv_bias = c.architecture == Architecture::qwen2 || flag("attention_bias", false);
   c.qk_norm = c.architecture == Architecture::qwen3;
   c.rope_style = RopeStyle::rotate_half;
+  // Mistral applies its window; Qwen2 only when use_sliding_window is set (off in its releases).
+  const bool windowed = c.architecture == Architecture::mistral || flag("use_sliding_window", false);
+  if (const Json* w = j.find("sliding_window"); windowed && w && w->is_number())
+    c.sliding_window = w->integer(0, std::int64_t(1) << 40);
   if (const Json* s = j.find("rope_scaling"); s && s->is_object()) {
     const Json* kind = s->find("rope_type");
     if (!kind) kind = s->find("type");

@@ -158,7 +158,8 @@ class TransformerModel {
         Ops::copy(k + t * qkv_width, cache_.key(l, slot), std::size_t(kv_width));
         Ops::copy(v + t * qkv_width, cache_.value(l, slot), std::size_t(kv_width));
       }
-      Ops::paged_attention(cache_, l, heads, q, qkv_width, queries_.data(), n, scale, attn_.data(), q_width, scores_);
+      Ops::paged_attention(cache_, l, heads, q, qkv_width, queries_.data(), n, scale, c.sliding_window, attn_.data(),
+                           q_width, scores_);
       b.o_proj.forward(comm, TensorView<const T>(attn_.data(), {n, q_width}, Ops::memory), delta);
       Ops::add(hidden_.data(), delta_.data(), n * H);
       Ops::rms_norm(hidden_.data(), H, n, H, b.post_norm.data(), eps, normed_.data(), H);

@@ -190,9 +190,9 @@ struct HostOps {
   }
   template <class T, class Cache>
   static void paged_attention(const Cache& cache, std::int64_t layer, const HeadPartition& heads, const T* q,
-                              std::int64_t ldq, const AttentionQuery* queries, std::int64_t count, float scale, T* out,
-                              std::int64_t ldo, std::vector<float>& workspace) {
-    paged_attention_host(cache, layer, heads, q, ldq, queries, count, scale, out, ldo, workspace);
+                              std::int64_t ldq, const AttentionQuery* queries, std::int64_t count, float scale,
+                              std::int64_t window, T* out, std::int64_t ldo, std::vector<float>& workspace) {
+    paged_attention_host(cache, layer, heads, q, ldq, queries, count, scale, window, out, ldo, workspace);
   }
 
   // For each row b of a [batch, N] matrix: the largest value and its column (the first on ties).
