@@ -3,6 +3,7 @@
 // scaling, tied and untied heads, F32/F16/BF16 tensors, a sharded safetensors index, and a TP
 // size that splits heads unevenly (6 query heads, 2 KV heads at TP 4).
 #include <unistd.h>
+#include <algorithm>
 #include <filesystem>
 
 #include "catch.hpp"
@@ -110,4 +111,34 @@ TEST_CASE("config.json options are read as written", "[engine][variants]") {
   CHECK(c.eos_token_ids == std::vector<int>{2, 3});
   CHECK(c.rope_style == RopeStyle::rotate_half);
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("generation stops at any of the model's EOS tokens unless told to ignore them", "[engine][stops]") {
+  ref::WriterOptions o;
+  const std::string probe = temp_dir("eos-probe");
+  const ref::LlamaWeights w = ref::write_checkpoint(probe, o);
+  const std::vector<int> prompt = {1, 17, 42};
+  const std::vector<int> expected = ref::greedy(w, prompt, 12);
+  // Declare the reference's 6th greedy token an EOS token (second in the list): generation
+  // must end just before it with finish_reason "stop", and run on when EOS is ignored.
+  int first = 5;
+  while (std::find(expected.begin(), expected.begin() + first, expected[std::size_t(first)]) != expected.begin() + first) ++first;
+  o.eos = "[" + std::to_string(expected[std::size_t(first)] == 0 ? 1 : 0) + ", " + std::to_string(expected[std::size_t(first)]) + "]";
+  const std::string dir = temp_dir("eos");
+  ref::write_checkpoint(dir, o);
+  Engine engine(dir);
+  SamplingParams p;
+  p.temperature = 0;
+  p.max_tokens = 12;
+  const std::vector<std::vector<std::int32_t>> prompts = {{prompt.begin(), prompt.end()}};
+  const auto stopped = engine.generate(prompts, {p})[0];
+  REQUIRE(stopped.finish_reason == "stop");
+  REQUIRE(std::vector<int>(stopped.token_ids.begin(), stopped.token_ids.end()) ==
+          std::vector<int>(expected.begin(), expected.begin() + first));
+  p.ignore_eos = true;
+  const auto ignored = engine.generate(prompts, {p})[0];
+  REQUIRE(ignored.finish_reason == "length");
+  REQUIRE(std::vector<int>(ignored.token_ids.begin(), ignored.token_ids.end()) == expected);
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(probe);
 }

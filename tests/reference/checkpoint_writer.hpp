@@ -23,6 +23,7 @@ struct WriterOptions {
   bool sharded = false;  // model.safetensors.index.json over two files
   bool llama3_scaling = false;
   int sliding_window = 0;
+  std::string eos = "[2, 3]";  // eos_token_id as written to config.json
   int dim = 48, hidden = 80, layers = 2, heads = 6, kv_heads = 2, head_dim = 8, vocab = 97, max_position = 64;
   std::uint64_t seed = 1;
 };
@@ -138,7 +139,7 @@ inline LlamaWeights write_checkpoint(const std::string& dir, const WriterOptions
       ", \"vocab_size\": " + std::to_string(o.vocab) +
       ", \"max_position_embeddings\": " + std::to_string(o.max_position) +
       ", \"rms_norm_eps\": 1e-06, \"rope_theta\": 10000.0, \"tie_word_embeddings\": " + (o.tied ? "true" : "false") +
-      ", \"bos_token_id\": 1, \"eos_token_id\": [2, 3]";
+      ", \"bos_token_id\": 1, \"eos_token_id\": " + o.eos;
   if (o.sliding_window > 0) cfg += ", \"sliding_window\": " + std::to_string(o.sliding_window);
   if (o.llama3_scaling)
     cfg +=
