@@ -4,18 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v cmake >/dev/null || need+=(cmake)
-command -v g++ >/dev/null || need+=(g++)
-command -v make >/dev/null || need+=(make)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" ca-certificates curl >/dev/null
-fi
+bash scripts/ensure-packages.sh cmake=cmake g++=g++ make=make
 
 models=${TPKIT_MODELS_DIR:-../shared/models}
-[ -f "$models/stories260K/stories260K.bin" ] || models=$(bash scripts/fetch-models.sh)
+if [ ! -f "$models/stories260K/stories260K.bin" ]; then
+  bash scripts/ensure-packages.sh curl=curl /etc/ssl/certs/ca-certificates.crt=ca-certificates
+  models=$(bash scripts/fetch-models.sh)
+fi
 
 cmake -S . -B build-example -DCMAKE_BUILD_TYPE=Release -DTPKIT_BUILD_TESTS=OFF -DTPKIT_BUILD_BENCH=OFF \
   -DTPKIT_CUDA=OFF >/dev/null
