@@ -122,8 +122,11 @@ TEST_CASE("generation stops at any of the model's EOS tokens unless told to igno
   // Declare the reference's 6th greedy token an EOS token (second in the list): generation
   // must end just before it with finish_reason "stop", and run on when EOS is ignored.
   int first = 5;
-  while (std::find(expected.begin(), expected.begin() + first, expected[std::size_t(first)]) != expected.begin() + first) ++first;
-  o.eos = "[" + std::to_string(expected[std::size_t(first)] == 0 ? 1 : 0) + ", " + std::to_string(expected[std::size_t(first)]) + "]";
+  while (std::find(expected.begin(), expected.begin() + first, expected[std::size_t(first)]) !=
+         expected.begin() + first)
+    ++first;
+  o.eos = "[" + std::to_string(expected[std::size_t(first)] == 0 ? 1 : 0) + ", " +
+          std::to_string(expected[std::size_t(first)]) + "]";
   const std::string dir = temp_dir("eos");
   ref::write_checkpoint(dir, o);
   Engine engine(dir);
