@@ -211,9 +211,10 @@ class Engine {
     std::vector<StepSequence> step_sequences;
     std::vector<float> logits;
     std::vector<std::int32_t> sampled;
+    std::vector<ScheduledChunk> step;
     std::int64_t steps = 0;
     while (!scheduler.done()) {
-      const std::vector<ScheduledChunk> step = scheduler.schedule();
+      scheduler.schedule(step);
       if (step.empty()) continue;  // the scheduler finished requests that cannot run
       step_sequences.clear();
       std::int64_t rows = 0;

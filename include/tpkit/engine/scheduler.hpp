@@ -70,9 +70,10 @@ class Scheduler {
   const BlockAllocator& allocator() const { return allocator_; }
   std::int64_t preemptions() const { return preemptions_; }
 
-  // Work for the next step (empty when everything has finished).
-  std::vector<ScheduledChunk> schedule() {
-    std::vector<ScheduledChunk> step;
+  // Fills `step` (cleared first; reused across steps) with the work for the next step. It stays
+  // empty when nothing can run this step, e.g. after refusing a request that can never fit.
+  void schedule(std::vector<ScheduledChunk>& step) {
+    step.clear();
     std::int64_t budget = options_.max_num_batched_tokens;
     // Running sequences, oldest first: decodes need one token, unfinished prefills a chunk.
     // Blocks come from the newest sequences when the pool is empty (they are preempted).
@@ -118,7 +119,6 @@ class Scheduler {
       waiting_.pop_front();
       finish(s, "error: the request does not fit in the KV cache");
     }
-    return step;
   }
 
   // After a step: the chunks' tokens are now cached.
