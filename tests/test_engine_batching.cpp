@@ -165,3 +165,13 @@ TEST_CASE("the engine rejects bad requests and impossible TP sizes clearly", "[e
   p.top_p = 0;
   REQUIRE_THROWS_WITH(engine.generate(std::vector<std::string>{"x"}, p), Catch::Contains("top_p must be in (0, 1]"));
 }
+
+TEST_CASE("the automatic KV cache size respects kv_cache_bytes", "[engine][kv]") {
+  EngineOptions options;
+  options.kv_cache_bytes = 64 << 10;  // 64 KiB: 2 * 5 layers * 16 slots * (4 + 1) heads * 8 * 4 B = 25.6 KB a block
+  Engine small(kBin, options);
+  REQUIRE(small.options().num_kv_blocks == 2);
+  REQUIRE(Engine(kBin).options().num_kv_blocks == 16 * 32);  // 16 sequences of 512 positions in 16-token blocks
+  options.num_kv_blocks = -1;
+  REQUIRE_THROWS_WITH(Engine(kBin, options), Catch::Contains("num_kv_blocks (-1) must be >= 0"));
+}

@@ -86,9 +86,23 @@ class Engine {
     const ModelConfig& c = checkpoint_.config();
     c.check_tp_size(options_.tp_size);
     TPKIT_REQUIRE(options_.block_size >= 1, "block_size must be >= 1 (got ", options_.block_size, ")");
-    if (options_.num_kv_blocks == 0)
-      options_.num_kv_blocks =
+    TPKIT_REQUIRE(options_.max_num_seqs >= 1 && options_.max_num_batched_tokens >= 1, "max_num_seqs (",
+                  options_.max_num_seqs, ") and max_num_batched_tokens (", options_.max_num_batched_tokens,
+                  ") must be >= 1");
+    TPKIT_REQUIRE(options_.num_kv_blocks >= 0 && options_.kv_cache_bytes >= 1, "num_kv_blocks (",
+                  options_.num_kv_blocks, ") must be >= 0 and kv_cache_bytes (", options_.kv_cache_bytes, ") >= 1");
+    if (options_.num_kv_blocks == 0) {
+      // Enough blocks for max_num_seqs full-length sequences, but no more than kv_cache_bytes per
+      // rank. A rank holds at most ceil(q_heads / group) + 1 KV heads (one more when its query
+      // heads straddle a group) and rank 0 has the most query heads: its count + 1 bounds all.
+      const std::int64_t wanted =
           options_.max_num_seqs * ((c.max_position + options_.block_size - 1) / options_.block_size);
+      const std::int64_t kv_heads =
+          partition_heads(c.num_heads, c.num_kv_heads, {0, options_.tp_size}).local_kv_heads() + 1;
+      const std::int64_t block_bytes =
+          2 * c.num_layers * options_.block_size * kv_heads * c.head_dim * std::int64_t(dtype_size(options_.dtype));
+      options_.num_kv_blocks = std::max<std::int64_t>(1, std::min(wanted, options_.kv_cache_bytes / block_bytes));
+    }
     load_tokenizer(model_path);
     models_.resize(std::size_t(options_.tp_size));
     run_mock_ranks(
