@@ -21,9 +21,9 @@ struct AttentionQuery {
 };
 
 // out[t] (local q heads x head_dim) = softmax(q . K^T * scale) V over positions 0..position of
-// query t's sequence (only the last `window` of them when window > 0). q rows have stride ldq; scores accumulate in
-// float. `scores` is a caller-owned workspace (grown here as needed, never shrunk), so a step allocates nothing once
-// warm.
+// query t's sequence (only the last `window` of them when window > 0). q rows have stride ldq;
+// scores accumulate in float. `workspace` is caller-owned and only grows, so a warm step
+// allocates nothing.
 template <class T, class Ops>
 void paged_attention_host(const PagedKVCache<T, Ops>& cache, std::int64_t layer, const HeadPartition& heads, const T* q,
                           std::int64_t ldq, const AttentionQuery* queries, std::int64_t count, float scale,
@@ -36,12 +36,13 @@ void paged_attention_host(const PagedKVCache<T, Ops>& cache, std::int64_t layer,
     if (std::int64_t(workspace.size()) < hd + n) workspace.resize(std::size_t(hd + n));
     float* acc = workspace.data();  // [hd] output accumulator, then [n] scores
     float* scores = acc + hd;
+    cache.slot(*query.blocks, query.position);  // the block table covers every position read below
     for (int h = 0; h < heads.local_q_heads(); ++h) {
       const T* qh = q + t * ldq + h * hd;
       const std::int64_t kv_offset = std::int64_t(heads.local_kv_for(h)) * hd;
       float best = -INFINITY;
       for (std::int64_t p = first; p < n; ++p) {
-        const T* k = cache.key(layer, cache.slot(*query.blocks, p)) + kv_offset;
+        const T* k = cache.key(layer, cache.slot_unchecked(*query.blocks, p)) + kv_offset;
         float dot = 0;
         for (std::int64_t d = 0; d < hd; ++d) dot += to_float(qh[d]) * to_float(k[d]);
         scores[p] = dot * scale;
@@ -51,7 +52,7 @@ void paged_attention_host(const PagedKVCache<T, Ops>& cache, std::int64_t layer,
       for (std::int64_t p = first; p < n; ++p) total += scores[p] = std::exp(scores[p] - best);
       std::fill(acc, acc + hd, 0.0f);
       for (std::int64_t p = first; p < n; ++p) {
-        const T* v = cache.value(layer, cache.slot(*query.blocks, p)) + kv_offset;
+        const T* v = cache.value(layer, cache.slot_unchecked(*query.blocks, p)) + kv_offset;
         const float w = scores[p] / total;
         for (std::int64_t d = 0; d < hd; ++d) acc[d] += w * to_float(v[d]);
       }

@@ -148,6 +148,10 @@ TPKIT_HOST_DEVICE T from_float(float f) {
   return static_cast<T>(f);
 }
 
+TPKIT_HOST_DEVICE constexpr bool is_floating_dtype(DType t) {
+  return t == DType::f32 || t == DType::f64 || t == DType::f16 || t == DType::bf16;
+}
+
 template <class T>
 struct dtype_of;
 template <>

@@ -3,7 +3,6 @@
 // batching, a paged KV cache and per-request sampling.
 #pragma once
 
-#include <sys/stat.h>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -69,14 +68,6 @@ class TypedRankModel final : public RankModel {
   TransformerModel<T> model_;
 };
 
-inline bool is_file(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-inline bool is_dir(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
 }  // namespace engine_detail
 
 class Engine {
@@ -185,11 +176,11 @@ class Engine {
   void load_tokenizer(const std::string& model_path) {
     std::string path = options_.tokenizer;
     if (path.empty()) {
-      const bool dir = engine_detail::is_dir(model_path);
+      const bool dir = is_directory(model_path);
       const std::string folder = dir ? model_path : model_path.substr(0, model_path.find_last_of('/') + 1);
       const std::string base = folder.empty() || folder.back() == '/' ? folder : folder + "/";
       for (const char* name : {"tokenizer.bin", "tok512.bin", "tok32000.bin"})
-        if (engine_detail::is_file(base + name)) {
+        if (is_regular_file(base + name)) {
           path = base + name;
           break;
         }
@@ -209,8 +200,8 @@ class Engine {
     const ModelConfig& c = config();
     const bool leader = comm.rank() == 0;
     std::vector<Sequence> sequences(prompts.size());
-    Scheduler scheduler({options_.max_num_seqs, options_.max_num_batched_tokens, options_.block_size,
-                         options_.num_kv_blocks, c.max_position});
+    Scheduler scheduler(
+        {options_.max_num_seqs, options_.max_num_batched_tokens, options_.block_size, options_.num_kv_blocks});
     for (std::size_t i = 0; i < prompts.size(); ++i) {
       Sequence& s = sequences[i];
       s.index = i;

@@ -29,7 +29,6 @@ struct SchedulerOptions {
   std::int64_t max_num_batched_tokens = 512;
   std::int64_t block_size = 16;
   std::int64_t num_blocks = 0;
-  std::int64_t max_position = 0;  // the model's context length
 };
 
 struct Sequence {
@@ -44,7 +43,6 @@ struct Sequence {
   std::string finish_reason;  // "stop" (EOS or a stop string), "length", or an error
   std::string text;           // decoded generation (when a tokenizer is present)
   std::size_t streamed = 0;   // characters of `text` already handed to the stream callback
-  std::int64_t preemptions = 0;
 
   std::int64_t generated() const { return std::int64_t(tokens.size()) - prompt_length; }
 };
@@ -155,7 +153,6 @@ class Scheduler {
   void preempt(Sequence* victim) {
     release(victim);
     victim->computed = 0;
-    ++victim->preemptions;
     ++preemptions_;
     running_.erase(std::remove(running_.begin(), running_.end(), victim), running_.end());
     waiting_.push_front(victim);

@@ -67,9 +67,13 @@ class PagedKVCache {
 
   // Slot index of token position `pos` of a sequence with block table `blocks`.
   std::int64_t slot(const std::vector<std::int32_t>& blocks, std::int64_t pos) const {
-    const std::size_t b = std::size_t(pos / shape_.block_size);
-    TPKIT_REQUIRE(b < blocks.size(), "position ", pos, " is beyond the sequence's ", blocks.size(), " blocks");
-    return std::int64_t(blocks[b]) * shape_.block_size + pos % shape_.block_size;
+    TPKIT_REQUIRE(pos >= 0 && std::size_t(pos / shape_.block_size) < blocks.size(), "position ", pos,
+                  " is beyond the sequence's ", blocks.size(), " blocks");
+    return slot_unchecked(blocks, pos);
+  }
+  // The same for a position already known to be covered (inner loops check once, up front).
+  std::int64_t slot_unchecked(const std::vector<std::int32_t>& blocks, std::int64_t pos) const {
+    return std::int64_t(blocks[std::size_t(pos / shape_.block_size)]) * shape_.block_size + pos % shape_.block_size;
   }
   T* key(std::int64_t layer, std::int64_t slot) {
     return keys_[std::size_t(layer)].data() + slot * shape_.slot_elements();

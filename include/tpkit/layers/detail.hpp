@@ -15,13 +15,11 @@
 namespace tpkit {
 namespace layer_detail {
 
-inline bool is_floating(DType t) { return t == DType::f32 || t == DType::f64 || t == DType::f16 || t == DType::bf16; }
-
 // A full weight must be a host 2-D floating tensor of the expected shape (-1: any extent).
 inline void check_full_weight(const RawTensorView& w, const char* name, std::int64_t rows, std::int64_t cols) {
   TPKIT_REQUIRE(!w.empty(), name, " is empty");
   TPKIT_REQUIRE(w.rank() == 2, name, " must be 2-D [out_features, in_features] but has shape ", w.shape_string());
-  TPKIT_REQUIRE(is_floating(w.dtype()), name, " has dtype ", dtype_name(w.dtype()), "; expected a floating type");
+  TPKIT_REQUIRE(is_floating_dtype(w.dtype()), name, " has dtype ", dtype_name(w.dtype()), "; expected a floating type");
   TPKIT_REQUIRE(w.memory() == MemoryKind::host, name, " must be in host memory to be sharded");
   TPKIT_REQUIRE(rows < 0 || w.size(0) == rows, name, " has ", w.size(0), " rows; expected ", rows, " (shape ",
                 w.shape_string(), ")");
@@ -33,7 +31,7 @@ inline void check_full_weight(const RawTensorView& w, const char* name, std::int
 inline void check_full_bias(const RawTensorView& b, const char* name, std::int64_t size) {
   TPKIT_REQUIRE(b.rank() == 1 && b.size(0) == size, name, " must have shape [", size, "] but has shape ",
                 b.shape_string());
-  TPKIT_REQUIRE(is_floating(b.dtype()), name, " has dtype ", dtype_name(b.dtype()), "; expected a floating type");
+  TPKIT_REQUIRE(is_floating_dtype(b.dtype()), name, " has dtype ", dtype_name(b.dtype()), "; expected a floating type");
 }
 
 // Activations: 2-D, unit column stride, in the layer's memory, with the expected width.

@@ -7,7 +7,6 @@
 // the file and what is wrong; nothing is read out of bounds.
 #pragma once
 
-#include <sys/stat.h>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -40,9 +39,9 @@ class Checkpoint {
     if (!same)
       throw FormatError(source_ + ": tensor \"" + name + "\" has shape " + t.shape_string() + "; the config implies " +
                         expected.shape_string());
-    if (t.dtype() != DType::f32 && t.dtype() != DType::f16 && t.dtype() != DType::bf16 && t.dtype() != DType::f64)
+    if (!is_floating_dtype(t.dtype()))
       throw FormatError(source_ + ": tensor \"" + name + "\" has dtype " + dtype_name(t.dtype()) +
-                        "; expected F32, F16 or BF16");
+                        "; expected F32, F16, BF16 or F64");
     return t;
   }
 
@@ -52,9 +51,8 @@ class Checkpoint {
 
   // Opens a llama2.c .bin file or a Hugging Face directory.
   static Checkpoint open(const std::string& path) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) throw FormatError("model path " + path + " does not exist");
-    return S_ISDIR(st.st_mode) ? open_hf(path) : open_llama2c(path);
+    if (!path_exists(path)) throw FormatError("model path " + path + " does not exist");
+    return is_directory(path) ? open_hf(path) : open_llama2c(path);
   }
 
   static Checkpoint open_llama2c(const std::string& path);
@@ -213,11 +211,10 @@ inline Checkpoint Checkpoint::open_hf(const std::string& dir) {
     c.config_ = config_from_hf(Json::parse(
         std::string_view(reinterpret_cast<const char*>(config.data()), config.size()), dir + "/config.json"));
   }
-  struct stat st {};
   const std::string single = dir + "/model.safetensors", index = dir + "/model.safetensors.index.json";
-  if (::stat(single.c_str(), &st) == 0) {
+  if (is_regular_file(single)) {
     c.add_safetensors(single);
-  } else if (::stat(index.c_str(), &st) == 0) {
+  } else if (is_regular_file(index)) {
     MappedFile f(index);
     const Json j = Json::parse(std::string_view(reinterpret_cast<const char*>(f.data()), f.size()), index);
     std::map<std::string, std::vector<std::string>> by_file;

@@ -39,7 +39,6 @@ class TransformerModel {
  public:
   TransformerModel(const Checkpoint& ckpt, ShardSpec shard, std::int64_t num_kv_blocks, std::int64_t block_size = 16)
       : config_(ckpt.config()),
-        shard_(shard),
         inv_freq_(rope_inverse_frequencies(config_)),
         embedding_(ckpt.tensor("model.embed_tokens.weight", {config_.vocab_size, config_.hidden_size}), shard),
         lm_head_(config_.tie_embeddings
@@ -192,7 +191,6 @@ class TransformerModel {
   }
 
   ModelConfig config_;
-  ShardSpec shard_;
   std::vector<double> inv_freq_;
   VocabParallelEmbedding<T, Ops> embedding_;
   ParallelLMHead<T, Ops> lm_head_;
