@@ -2,6 +2,7 @@
 // variant of each block it uses. Read from config.json or a llama2.c header.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -48,13 +49,21 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   RopeStyle rope_style = RopeStyle::rotate_half;
   bool tie_embeddings = false;
-  bool qkv_bias = false;            // Qwen2
+  bool qkv_bias = false;            // Qwen2, and Llama/Qwen3 with attention_bias
+  bool o_bias = false;              // Llama/Qwen3 with attention_bias: o_proj has a bias too
   bool qk_norm = false;             // Qwen3: RMSNorm over each q and k head before RoPE
-  std::int64_t sliding_window = 0;  // Mistral: attend to the last `sliding_window` positions (0: all)
+  std::int64_t sliding_window = 0;  // attend to the last `sliding_window` positions (0: all)
+  // Which layers use the window (empty: all of them). Qwen2/Qwen3 window only the layers from
+  // max_window_layers on; newer configs list per-layer "layer_types".
+  std::vector<bool> sliding_layers;
   int bos_token_id = 1;
   std::vector<int> eos_token_ids = {2};
 
   std::int64_t q_size() const { return num_heads * head_dim; }
+  // The attention window of `layer` (0: the whole context).
+  std::int64_t window(std::int64_t layer) const {
+    return sliding_layers.empty() || sliding_layers[std::size_t(layer)] ? sliding_window : 0;
+  }
   std::int64_t kv_size() const { return num_kv_heads * head_dim; }
 
   void validate() const {
@@ -76,6 +85,9 @@ struct ModelConfig {
     if (head_dim % 2 != 0) throw FormatError("model config: head_dim must be even for RoPE");
     if (!(rms_norm_eps > 0) || !(rope_theta > 0))
       throw FormatError("model config: rms_norm_eps and rope_theta must be positive");
+    if (!sliding_layers.empty() && std::int64_t(sliding_layers.size()) != num_layers)
+      throw FormatError("model config: " + std::to_string(sliding_layers.size()) + " layer types for " +
+                        std::to_string(num_layers) + " layers");
   }
 
   // Throws InvalidArgument when the model cannot be sharded over tp_size ranks; every TP size
@@ -88,6 +100,59 @@ struct ModelConfig {
                   intermediate_size, ")");
   }
 };
+
+namespace hf_detail {
+// Which layers attend through a sliding window, as transformers decides it. Mistral windows
+// every layer when sliding_window is a number (null: none). Qwen2/Qwen3 window only when
+// use_sliding_window is set, then the layers >= max_window_layers, or those an explicit
+// "layer_types" list marks sliding_attention. Llama has no window.
+inline void read_sliding_window(const Json& j, ModelConfig& c) {
+  const Json* use = j.find("use_sliding_window");
+  const bool enabled = c.architecture == Architecture::mistral ||
+                       ((c.architecture == Architecture::qwen2 || c.architecture == Architecture::qwen3) && use &&
+                        use->type() == Json::Type::boolean && use->boolean());
+  const Json* w = j.find("sliding_window");
+  if (!enabled || (c.architecture == Architecture::mistral && (!w || w->is_null()))) return;
+  if (!w || !w->is_number() || w->number() < 1)
+    throw FormatError(
+        "config.json: sliding-window attention is enabled but \"sliding_window\" is not a positive number");
+  c.sliding_window = w->integer(1, std::int64_t(1) << 40);
+  std::vector<bool> sliding(static_cast<std::size_t>(c.num_layers), true);
+  if (const Json* types = j.find("layer_types"); types && !types->is_null()) {
+    if (!types->is_array() || std::int64_t(types->array().size()) != c.num_layers)
+      throw FormatError("config.json: \"layer_types\" must list one type per layer (" + std::to_string(c.num_layers) +
+                        ")");
+    for (std::size_t l = 0; l < sliding.size(); ++l) {
+      const Json& t = types->array()[l];
+      const std::string type = t.is_string() ? t.string() : "?";
+      if (type != "full_attention" && type != "sliding_attention")
+        throw FormatError("config.json: layer " + std::to_string(l) + " has layer type \"" + type +
+                          "\"; tpkit implements full_attention and sliding_attention");
+      sliding[l] = type == "sliding_attention";
+    }
+  } else if (c.architecture != Architecture::mistral) {
+    const Json* first = j.find("max_window_layers");
+    const std::int64_t from = first && first->is_number() ? first->integer(0, std::int64_t(1) << 40) : 0;
+    for (std::size_t l = 0; l < sliding.size(); ++l) sliding[l] = std::int64_t(l) >= from;
+  }
+  if (std::find(sliding.begin(), sliding.end(), false) != sliding.end()) c.sliding_layers = sliding;
+}
+
+// Keys whose non-default values change the computation in ways tpkit does not implement: they
+// are refused rather than ignored, so a model is never run with part of its definition dropped.
+inline void refuse_unimplemented(const Json& j) {
+  if (const Json* act = j.find("hidden_act"); act && !(act->is_string() && act->string() == "silu"))
+    throw FormatError("config.json: hidden_act \"" + (act->is_string() ? act->string() : std::string("?")) +
+                      "\" is not supported; tpkit implements silu");
+  if (const Json* b = j.find("mlp_bias"); b && b->type() == Json::Type::boolean && b->boolean())
+    throw FormatError("config.json: mlp_bias is not supported");
+  if (const Json* f = j.find("partial_rotary_factor"); f && f->is_number() && f->number() != 1.0)
+    throw FormatError("config.json: partial_rotary_factor " + std::to_string(f->number()) +
+                      " is not supported; tpkit rotates the whole head");
+  if (const Json* f = j.find("logits_scaling"); f && f->is_number() && f->number() != 1.0)
+    throw FormatError("config.json: logits_scaling is not supported");
+}
+}  // namespace hf_detail
 
 // config.json of a Hugging Face Llama, Mistral, Qwen2 or Qwen3 checkpoint.
 inline ModelConfig config_from_hf(const Json& j) {
@@ -143,13 +208,15 @@ inline ModelConfig config_from_hf(const Json& j) {
   c.rms_norm_eps = real("rms_norm_eps", 1e-6);
   c.rope_theta = real("rope_theta", 10000.0);
   c.tie_embeddings = flag("tie_word_embeddings", false);
-  c.qkv_bias = c.architecture == Architecture::qwen2 || flag("attention_bias", false);
+  // Qwen2 always has q/k/v biases and never an o_proj bias; Llama, Mistral and Qwen3 have both
+  // exactly when attention_bias is set.
+  const bool attention_bias = c.architecture != Architecture::qwen2 && flag("attention_bias", false);
+  c.qkv_bias = c.architecture == Architecture::qwen2 || attention_bias;
+  c.o_bias = attention_bias;
   c.qk_norm = c.architecture == Architecture::qwen3;
   c.rope_style = RopeStyle::rotate_half;
-  // Mistral applies its window; Qwen2 only when use_sliding_window is set (off in its releases).
-  const bool windowed = c.architecture == Architecture::mistral || flag("use_sliding_window", false);
-  if (const Json* w = j.find("sliding_window"); windowed && w && w->is_number())
-    c.sliding_window = w->integer(0, std::int64_t(1) << 40);
+  hf_detail::read_sliding_window(j, c);
+  hf_detail::refuse_unimplemented(j);
   if (const Json* s = j.find("rope_scaling"); s && s->is_object()) {
     const Json* kind = s->find("rope_type");
     if (!kind) kind = s->find("type");
@@ -160,8 +227,9 @@ inline ModelConfig config_from_hf(const Json& j) {
       c.rope_scaling.low_freq_factor = s->at("low_freq_factor").number();
       c.rope_scaling.high_freq_factor = s->at("high_freq_factor").number();
       c.rope_scaling.original_max_position = s->at("original_max_position_embeddings").number();
-    } else if (!k.empty() && k != "default") {
-      throw FormatError("config.json: unsupported rope_scaling type \"" + k + "\"");
+    } else if (k != "default") {
+      throw FormatError("config.json: unsupported rope_scaling type \"" + k +
+                        "\"; tpkit implements default and llama3");
     }
   }
   if (const Json* b = j.find("bos_token_id"); b && b->is_number()) c.bos_token_id = int(b->integer(0, 1 << 30));

@@ -72,8 +72,9 @@ class TransformerModel {
                   {},
                   {},
                   QKVParallelLinear<T, Ops>(w, {c.num_heads, c.num_kv_heads, hd}, shard),
-                  RowParallelLinear<T, Ops>(ckpt.tensor(name("self_attn.o_proj.weight"), {H, c.q_size()}), {}, shard,
-                                            o_options),
+                  RowParallelLinear<T, Ops>(
+                      ckpt.tensor(name("self_attn.o_proj.weight"), {H, c.q_size()}),
+                      c.o_bias ? ckpt.tensor(name("self_attn.o_proj.bias"), {H}) : RawTensorView{}, shard, o_options),
                   MergedGateUpLinear<T, Ops>(ckpt.tensor(name("mlp.gate_proj.weight"), {I, H}),
                                              ckpt.tensor(name("mlp.up_proj.weight"), {I, H}), shard),
                   RowParallelLinear<T, Ops>(ckpt.tensor(name("mlp.down_proj.weight"), {H, I}), {}, shard)};
@@ -157,7 +158,7 @@ class TransformerModel {
         Ops::copy(k + t * qkv_width, cache_.key(l, slot), std::size_t(kv_width));
         Ops::copy(v + t * qkv_width, cache_.value(l, slot), std::size_t(kv_width));
       }
-      Ops::paged_attention(cache_, l, heads, q, qkv_width, queries_.data(), n, scale, c.sliding_window, attn_.data(),
+      Ops::paged_attention(cache_, l, heads, q, qkv_width, queries_.data(), n, scale, c.window(l), attn_.data(),
                            q_width, scores_);
       b.o_proj.forward(comm, TensorView<const T>(attn_.data(), {n, q_width}, Ops::memory), delta);
       Ops::add(hidden_.data(), delta_.data(), n * H);
