@@ -161,7 +161,8 @@ struct Group {
   int size() const { return int(world_ranks.size()); }
   std::string rank_label(int r) const {
     std::string s = "rank " + std::to_string(r);
-    if (world_ranks[std::size_t(r)] != r) s += " (world rank " + std::to_string(world_ranks[std::size_t(r)]) + ")";
+    if (world_ranks[std::size_t(r)] != r || name != "world")  // in a sub-group, always say which process
+      s += " (world rank " + std::to_string(world_ranks[std::size_t(r)]) + ")";
     return s;
   }
 
@@ -176,7 +177,25 @@ struct Group {
 };
 
 struct World {
-  World(int n, MockOptions opts) : size(n), options(std::move(opts)), operations(std::size_t(n), 0) {}
+  World(int n, MockOptions opts)
+      : size(n), options(std::move(opts)), operations(std::size_t(n), 0), blocked(std::size_t(n)) {}
+
+  // While a rank waits inside an operation it is marked blocked. A rank that times out waiting
+  // for peers that are all themselves blocked (a stage waiting on a stage that waits on the
+  // rank really lost) waits one more timeout: the peers' own timeouts then name the lost rank
+  // and wake it, instead of it blaming a peer that was only a link in the chain. Bounded, so
+  // ranks that wait on each other in a cycle still fail.
+  struct BlockedScope {
+    World& world;
+    int rank;
+    BlockedScope(World& w, int r) : world(w), rank(r) { world.blocked[std::size_t(r)] = true; }
+    ~BlockedScope() { world.blocked[std::size_t(rank)] = false; }
+  };
+  bool all_blocked(const std::vector<int>& world_ranks) const {
+    for (int r : world_ranks)
+      if (!blocked[std::size_t(r)]) return false;
+    return !world_ranks.empty();
+  }
 
   // Called by each rank before each operation: counts it and applies injected faults.
   void before_operation(int world_rank, const char* what) {
@@ -229,6 +248,7 @@ struct World {
   const int size;
   const MockOptions options;
   std::vector<std::uint64_t> operations;  // element r is touched only by rank r's thread
+  std::vector<std::atomic<bool>> blocked;  // element r: rank r waits inside an operation
   std::atomic<bool> aborted{false};
   std::mutex mutex;
   std::exception_ptr first_failure;
@@ -383,16 +403,23 @@ class MockBackend {
 
   void recv(void* data, std::size_t count, DType t, int peer, int tag) {
     world().before_operation(world_rank(), "recv");
-    const auto deadline = std::chrono::steady_clock::now() + world().options.timeout;
+    auto deadline = std::chrono::steady_clock::now() + world().options.timeout;
     std::unique_lock<std::mutex> lock(group_->mutex);
     auto& box = group_->mailboxes[{peer, rank_, tag}];
     const auto what = [&] {
       return "recv(from " + group_->rank_label(peer) + ", tag " + std::to_string(tag) + ", " + std::to_string(count) +
              " x " + dtype_name(t) + ")";
     };
+    mock_detail::World::BlockedScope blocked(world(), world_rank());
+    bool extended = false;
     while (box.empty()) {
       if (unusable()) throw_if_unusable(what().c_str());
       if (group_->changed.wait_until(lock, deadline) == std::cv_status::timeout && box.empty()) {
+        if (!extended && world().all_blocked({group_->world_ranks[std::size_t(peer)]})) {
+          extended = true;
+          deadline += world().options.timeout;
+          continue;
+        }
         throw CollectiveTimeout(prefix() + group_->rank_label(rank_) + " waited " +
                                 std::to_string(world().options.timeout.count()) + " ms in " + what() + " but " +
                                 group_->rank_label(peer) + " sent nothing");
@@ -434,7 +461,7 @@ class MockBackend {
     world().before_operation(world_rank(), mock_detail::op_name(mine.kind));
     // Described only on the error paths: no allocation per collective.
     const auto what = [&] { return slot_entry().describe() + " #" + std::to_string(seq_); };
-    const auto deadline = std::chrono::steady_clock::now() + world().options.timeout;
+    auto deadline = std::chrono::steady_clock::now() + world().options.timeout;
     std::unique_lock<std::mutex> lock(group_->mutex);
     if (unusable()) throw_if_unusable((mine.describe() + " #" + std::to_string(seq_)).c_str());
     Group::Slot& slot = group_->slots[seq_ % 2];
@@ -455,13 +482,23 @@ class MockBackend {
       complete(slot);
       group_->changed.notify_all();
     } else {
+      mock_detail::World::BlockedScope blocked(world(), world_rank());
+      bool extended = false;
       while (slot.arrived < group_->size()) {
         if (unusable()) throw_if_unusable(what().c_str());
         if (group_->changed.wait_until(lock, deadline) == std::cv_status::timeout && slot.arrived < group_->size()) {
           std::string missing, waiting;
+          std::vector<int> missing_world_ranks;
           for (int r = 0; r < group_->size(); ++r) {
-            std::string& list = slot.arrived_seq[std::size_t(r)] == seq_ ? waiting : missing;
+            const bool arrived = slot.arrived_seq[std::size_t(r)] == seq_;
+            std::string& list = arrived ? waiting : missing;
             list += (list.empty() ? "" : ", ") + group_->rank_label(r);
+            if (!arrived) missing_world_ranks.push_back(group_->world_ranks[std::size_t(r)]);
+          }
+          if (!extended && world().all_blocked(missing_world_ranks)) {
+            extended = true;
+            deadline += world().options.timeout;
+            continue;
           }
           group_->poisoned = what() + " timed out: " + missing + " did not arrive within " +
                              std::to_string(world().options.timeout.count()) + " ms (waiting: " + waiting + ")";

@@ -1,8 +1,10 @@
-// tpkit/engine/engine.hpp: the example engine. Loads a checkpoint once, shards it over
-// tensor-parallel ranks (threads over the mock backend) and generates with continuous
-// batching, a paged KV cache and per-request sampling.
+// tpkit/engine/engine.hpp: the example engine. Loads a checkpoint, shards it over a world of
+// tp_size x pp_size ranks (tensor-parallel groups in pipeline stages) and generates with
+// continuous batching, a paged KV cache and per-request sampling. EngineRank is one rank and
+// works over any backend; Engine runs all ranks as threads over the mock backend.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -17,20 +19,26 @@
 #include "tpkit/engine/scheduler.hpp"
 #include "tpkit/model/checkpoint.hpp"
 #include "tpkit/model/transformer.hpp"
+#include "tpkit/parallel/pipeline.hpp"
 #include "tpkit/tokenizer/llama2c_tokenizer.hpp"
 
 namespace tpkit {
 
 struct EngineOptions {
   int tp_size = 1;
-  DType dtype = DType::f32;  // storage of weights and activations: f32, bf16 or f16
-  std::string tokenizer;     // a tokenizer.bin; empty: looked for beside the model
+  int pp_size = 1;                           // pipeline stages; the world has tp_size x pp_size ranks
+  std::vector<std::int64_t> layers_per_stage;  // empty: balanced split over pp_size stages
+  int micro_batches = 0;                     // sequences' groups in flight in the pipeline; 0: pp_size
+  DType dtype = DType::f32;                  // storage of weights and activations: f32, bf16 or f16
+  std::string tokenizer;                     // a tokenizer.bin; empty: looked for beside the model
   std::int64_t max_num_seqs = 16;
   std::int64_t max_num_batched_tokens = 512;
   std::int64_t block_size = 16;
   std::int64_t num_kv_blocks = 0;  // 0: enough for max_num_seqs full-length sequences, within kv_cache_bytes
   std::int64_t kv_cache_bytes = std::int64_t(1) << 30;  // per rank, when num_kv_blocks is 0
-  MockOptions comm;
+  MockOptions comm;                                     // the threaded engine's mock backend
+
+  ParallelLayout layout() const { return {tp_size, pp_size}; }
 };
 
 struct GenerationResult {
@@ -48,160 +56,155 @@ struct GenerationStats {
 using TokenCallback = std::function<void(std::size_t, std::int32_t, std::string_view)>;
 
 namespace engine_detail {
+template <class Backend>
 class RankModel {
  public:
   virtual ~RankModel() = default;
-  virtual void forward(Communicator<MockBackend>& comm, const std::vector<StepSequence>& step,
-                       TensorView<float> logits) = 0;
+  virtual void forward(Communicator<Backend>& tp, const std::vector<StepSequence>& step, TensorView<float> logits,
+                       PipelineStage<Backend>* stage) = 0;
 };
-template <class T>
-class TypedRankModel final : public RankModel {
+template <class T, class Backend>
+class TypedRankModel final : public RankModel<Backend> {
  public:
-  TypedRankModel(const Checkpoint& c, ShardSpec s, std::int64_t blocks, std::int64_t block_size)
-      : model_(c, s, blocks, block_size) {}
-  void forward(Communicator<MockBackend>& comm, const std::vector<StepSequence>& step,
-               TensorView<float> logits) override {
-    model_.forward(comm, step, logits);
+  TypedRankModel(const Checkpoint& c, ShardSpec s, std::int64_t blocks, std::int64_t block_size, Range layers)
+      : model_(c, s, blocks, block_size, layers) {}
+  void forward(Communicator<Backend>& tp, const std::vector<StepSequence>& step, TensorView<float> logits,
+               PipelineStage<Backend>* stage) override {
+    model_.forward(tp, step, logits, stage);
   }
 
  private:
   TransformerModel<T> model_;
 };
 
+// Checks the options against the model and fills in num_kv_blocks and micro_batches.
+inline EngineOptions resolve_options(const ModelConfig& c, EngineOptions o) {
+  c.check_tp_size(o.tp_size);
+  const std::vector<Range> stages = split_layers(c.num_layers, o.pp_size, o.layers_per_stage);
+  TPKIT_REQUIRE(o.block_size >= 1, "block_size must be >= 1 (got ", o.block_size, ")");
+  TPKIT_REQUIRE(o.max_num_seqs >= 1 && o.max_num_batched_tokens >= 1, "max_num_seqs (", o.max_num_seqs,
+                ") and max_num_batched_tokens (", o.max_num_batched_tokens, ") must be >= 1");
+  TPKIT_REQUIRE(o.num_kv_blocks >= 0 && o.kv_cache_bytes >= 1, "num_kv_blocks (", o.num_kv_blocks,
+                ") must be >= 0 and kv_cache_bytes (", o.kv_cache_bytes, ") >= 1");
+  TPKIT_REQUIRE(o.micro_batches >= 0, "micro_batches must be >= 0 (got ", o.micro_batches, ")");
+  if (o.micro_batches == 0) o.micro_batches = o.pp_size;
+  if (o.num_kv_blocks == 0) {
+    // Enough blocks for max_num_seqs full-length sequences, but no more than kv_cache_bytes per
+    // rank. A rank holds at most ceil(q_heads / group) + 1 KV heads (one more when its query
+    // heads straddle a group) and rank 0 has the most query heads: its count + 1 bounds all.
+    // Its layers are those of the largest stage.
+    std::int64_t layers = 0;
+    for (const Range& r : stages) layers = std::max(layers, r.size());
+    const std::int64_t wanted = o.max_num_seqs * ((c.max_position + o.block_size - 1) / o.block_size);
+    const std::int64_t kv_heads = partition_heads(c.num_heads, c.num_kv_heads, {0, o.tp_size}).local_kv_heads() + 1;
+    const std::int64_t block_bytes =
+        2 * layers * o.block_size * kv_heads * c.head_dim * std::int64_t(dtype_size(o.dtype));
+    o.num_kv_blocks = std::max<std::int64_t>(o.micro_batches, std::min(wanted, o.kv_cache_bytes / block_bytes));
+  }
+  TPKIT_REQUIRE(o.num_kv_blocks >= o.micro_batches, "num_kv_blocks (", o.num_kv_blocks,
+                ") must give each of the ", o.micro_batches, " micro-batches at least one block");
+  TPKIT_REQUIRE(o.dtype == DType::f32 || o.dtype == DType::bf16 || o.dtype == DType::f16,
+                "engine dtype must be f32, bf16 or f16 (got ", dtype_name(o.dtype), ")");
+  return o;
+}
+
+// The tokenizer named in the options, else one found beside the model, else none (token ids only).
+inline std::unique_ptr<Llama2cTokenizer> load_tokenizer(const std::string& model_path, std::string path,
+                                                        const ModelConfig& c) {
+  if (path.empty()) {
+    const bool dir = is_directory(model_path);
+    const std::string folder = dir ? model_path : model_path.substr(0, model_path.find_last_of('/') + 1);
+    const std::string base = folder.empty() || folder.back() == '/' ? folder : folder + "/";
+    for (const char* name : {"tokenizer.bin", "tok512.bin", "tok32000.bin"})
+      if (is_regular_file(base + name)) {
+        path = base + name;
+        break;
+      }
+  }
+  if (path.empty()) return nullptr;
+  auto tokenizer = std::make_unique<Llama2cTokenizer>(path);
+  if (std::int64_t(tokenizer->vocab_size()) != c.vocab_size)
+    throw FormatError(path + ": tokenizer has " + std::to_string(tokenizer->vocab_size()) +
+                      " tokens but the model's vocabulary has " + std::to_string(c.vocab_size));
+  return tokenizer;
+}
+
+// Checks the requests and returns each one's sampling seed (drawn when not given). Call it once
+// and hand the same seeds to every rank.
+inline std::vector<std::uint64_t> check_requests(const ModelConfig& c, bool has_tokenizer,
+                                                 const std::vector<std::vector<std::int32_t>>& prompts,
+                                                 const std::vector<SamplingParams>& params) {
+  TPKIT_REQUIRE(params.size() == prompts.size(), "got ", prompts.size(), " prompts but ", params.size(),
+                " sets of sampling parameters");
+  std::random_device entropy;
+  std::vector<std::uint64_t> seeds;
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    params[i].validate();
+    TPKIT_REQUIRE(!prompts[i].empty(), "prompt ", i, " is empty");
+    TPKIT_REQUIRE(std::int64_t(prompts[i].size()) < c.max_position, "prompt ", i, " has ", prompts[i].size(),
+                  " tokens; the model's context is ", c.max_position);
+    for (std::int32_t t : prompts[i])
+      TPKIT_REQUIRE(t >= 0 && t < c.vocab_size, "prompt ", i, " contains token id ", t, " outside the vocabulary [0, ",
+                    c.vocab_size, ")");
+    TPKIT_REQUIRE(params[i].stop.empty() || has_tokenizer, "stop strings need a tokenizer");
+    seeds.push_back(params[i].seed ? *params[i].seed : (std::uint64_t(entropy()) << 32) ^ entropy());
+  }
+  return seeds;
+}
 }  // namespace engine_detail
 
-class Engine {
+// One rank of the engine: its shard of its pipeline stage's layers, and the generation loop
+// that every rank of a TP x PP world runs. Every rank runs the same deterministic schedulers;
+// the leader (TP rank 0 of the last stage) samples and sends the tokens to every other rank, so
+// all ranks extend the same sequences. Used by Engine (ranks as threads over the mock backend)
+// and, one per process, over MPI.
+template <class Backend>
+class EngineRank {
  public:
-  explicit Engine(const std::string& model_path, EngineOptions options = {})
-      : options_(std::move(options)), checkpoint_(Checkpoint::open(model_path)) {
-    const ModelConfig& c = checkpoint_.config();
-    c.check_tp_size(options_.tp_size);
-    TPKIT_REQUIRE(options_.block_size >= 1, "block_size must be >= 1 (got ", options_.block_size, ")");
-    TPKIT_REQUIRE(options_.max_num_seqs >= 1 && options_.max_num_batched_tokens >= 1, "max_num_seqs (",
-                  options_.max_num_seqs, ") and max_num_batched_tokens (", options_.max_num_batched_tokens,
-                  ") must be >= 1");
-    TPKIT_REQUIRE(options_.num_kv_blocks >= 0 && options_.kv_cache_bytes >= 1, "num_kv_blocks (",
-                  options_.num_kv_blocks, ") must be >= 0 and kv_cache_bytes (", options_.kv_cache_bytes, ") >= 1");
-    if (options_.num_kv_blocks == 0) {
-      // Enough blocks for max_num_seqs full-length sequences, but no more than kv_cache_bytes per
-      // rank. A rank holds at most ceil(q_heads / group) + 1 KV heads (one more when its query
-      // heads straddle a group) and rank 0 has the most query heads: its count + 1 bounds all.
-      const std::int64_t wanted =
-          options_.max_num_seqs * ((c.max_position + options_.block_size - 1) / options_.block_size);
-      const std::int64_t kv_heads =
-          partition_heads(c.num_heads, c.num_kv_heads, {0, options_.tp_size}).local_kv_heads() + 1;
-      const std::int64_t block_bytes =
-          2 * c.num_layers * options_.block_size * kv_heads * c.head_dim * std::int64_t(dtype_size(options_.dtype));
-      options_.num_kv_blocks = std::max<std::int64_t>(1, std::min(wanted, options_.kv_cache_bytes / block_bytes));
+  static constexpr int kTokenTag = 2;
+
+  // `options` as returned by engine_detail::resolve_options; `tokenizer` may be null.
+  EngineRank(const Checkpoint& checkpoint, const EngineOptions& options, const Llama2cTokenizer* tokenizer,
+             int world_rank)
+      : config_(checkpoint.config()), options_(options), tokenizer_(tokenizer) {
+    const ParallelLayout layout = options.layout();
+    const ShardSpec shard{layout.tp_rank(world_rank), options.tp_size};
+    const Range layers = split_layers(config_.num_layers, options.pp_size,
+                                      options.layers_per_stage)[std::size_t(layout.pp_rank(world_rank))];
+    switch (options.dtype) {
+      case DType::bf16:
+        model_ = make<bfloat16>(checkpoint, shard, layers);
+        break;
+      case DType::f16:
+        model_ = make<half>(checkpoint, shard, layers);
+        break;
+      default:
+        model_ = make<float>(checkpoint, shard, layers);
     }
-    load_tokenizer(model_path);
-    models_.resize(std::size_t(options_.tp_size));
-    run_mock_ranks(
-        options_.tp_size,
-        [&](Communicator<MockBackend>& comm) {  // each rank reads only its own slices, in parallel
-          const ShardSpec shard{comm.rank(), comm.size()};
-          auto& slot = models_[std::size_t(comm.rank())];
-          switch (options_.dtype) {
-            case DType::f32:
-              slot = make<float>(shard);
-              break;
-            case DType::bf16:
-              slot = make<bfloat16>(shard);
-              break;
-            case DType::f16:
-              slot = make<half>(shard);
-              break;
-            default:
-              TPKIT_THROW(InvalidArgument, "engine dtype must be f32, bf16 or f16 (got ", dtype_name(options_.dtype),
-                          ")");
-          }
-        },
-        options_.comm);
+    layers_ = layers;
   }
 
-  const ModelConfig& config() const { return checkpoint_.config(); }
-  const EngineOptions& options() const { return options_; }
-  bool has_tokenizer() const { return tokenizer_ != nullptr; }
-  const Llama2cTokenizer& tokenizer() const {
-    TPKIT_REQUIRE(tokenizer_, "this engine has no tokenizer; pass token ids instead");
-    return *tokenizer_;
-  }
-  const GenerationStats& last_stats() const { return stats_; }
-
-  // Text prompts (BOS + encoded text), one set of sampling parameters for all.
-  std::vector<GenerationResult> generate(const std::vector<std::string>& prompts, const SamplingParams& params,
-                                         TokenCallback on_token = {}) {
-    std::vector<std::vector<std::int32_t>> ids;
-    for (const auto& p : prompts) ids.push_back(tokenizer().encode(p, true, false));
-    return generate(ids, std::vector<SamplingParams>(prompts.size(), params), std::move(on_token));
-  }
-
-  // Token-id prompts with per-request parameters.
-  std::vector<GenerationResult> generate(const std::vector<std::vector<std::int32_t>>& prompts,
-                                         const std::vector<SamplingParams>& params, TokenCallback on_token = {}) {
-    const ModelConfig& c = config();
-    TPKIT_REQUIRE(params.size() == prompts.size(), "got ", prompts.size(), " prompts but ", params.size(),
-                  " sets of sampling parameters");
-    std::random_device entropy;
-    std::vector<std::uint64_t> seeds;
-    for (std::size_t i = 0; i < prompts.size(); ++i) {
-      params[i].validate();
-      TPKIT_REQUIRE(!prompts[i].empty(), "prompt ", i, " is empty");
-      TPKIT_REQUIRE(std::int64_t(prompts[i].size()) < c.max_position, "prompt ", i, " has ", prompts[i].size(),
-                    " tokens; the model's context is ", c.max_position);
-      for (std::int32_t t : prompts[i])
-        TPKIT_REQUIRE(t >= 0 && t < c.vocab_size, "prompt ", i, " contains token id ", t,
-                      " outside the vocabulary [0, ", c.vocab_size, ")");
-      TPKIT_REQUIRE(params[i].stop.empty() || tokenizer_, "stop strings need a tokenizer");
-      seeds.push_back(params[i].seed ? *params[i].seed : (std::uint64_t(entropy()) << 32) ^ entropy());
-    }
-    std::vector<GenerationResult> results(prompts.size());
-    stats_ = {};
-    const auto start = std::chrono::steady_clock::now();
-    run_mock_ranks(
-        options_.tp_size,
-        [&](Communicator<MockBackend>& comm) { run_rank(comm, prompts, params, seeds, on_token, results); },
-        options_.comm);
-    stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return results;
-  }
-
- private:
-  template <class T>
-  std::unique_ptr<engine_detail::RankModel> make(ShardSpec shard) {
-    return std::make_unique<engine_detail::TypedRankModel<T>>(checkpoint_, shard, options_.num_kv_blocks,
-                                                              options_.block_size);
-  }
-
-  void load_tokenizer(const std::string& model_path) {
-    std::string path = options_.tokenizer;
-    if (path.empty()) {
-      const bool dir = is_directory(model_path);
-      const std::string folder = dir ? model_path : model_path.substr(0, model_path.find_last_of('/') + 1);
-      const std::string base = folder.empty() || folder.back() == '/' ? folder : folder + "/";
-      for (const char* name : {"tokenizer.bin", "tok512.bin", "tok32000.bin"})
-        if (is_regular_file(base + name)) {
-          path = base + name;
-          break;
-        }
-    }
-    if (path.empty()) return;  // token ids only
-    tokenizer_ = std::make_unique<Llama2cTokenizer>(path);
-    if (std::int64_t(tokenizer_->vocab_size()) != config().vocab_size)
-      throw FormatError(path + ": tokenizer has " + std::to_string(tokenizer_->vocab_size()) +
-                        " tokens but the model's vocabulary has " + std::to_string(config().vocab_size));
-  }
-
-  // The generation loop of one rank. Every rank runs the same deterministic scheduler; rank 0
-  // samples and broadcasts the tokens, so all ranks extend the same sequences.
-  void run_rank(Communicator<MockBackend>& comm, const std::vector<std::vector<std::int32_t>>& prompts,
-                const std::vector<SamplingParams>& params, const std::vector<std::uint64_t>& seeds,
-                const TokenCallback& on_token, std::vector<GenerationResult>& results) {
-    const ModelConfig& c = config();
-    const bool leader = comm.rank() == 0;
+  // Generates for every request. Every rank returns the same results; `on_token` is called and
+  // `stats` filled on the leader only.
+  std::vector<GenerationResult> generate(ParallelGroups<Backend>& groups,
+                                         const std::vector<std::vector<std::int32_t>>& prompts,
+                                         const std::vector<SamplingParams>& params,
+                                         const std::vector<std::uint64_t>& seeds, const TokenCallback& on_token,
+                                         GenerationStats* stats = nullptr) {
+    const ModelConfig& c = config_;
+    const bool leader = groups.leader();
+    PipelineStage<Backend> stage(groups.pp(), layers_);
+    // One scheduler per micro-batch, each with its own share of the KV blocks; requests are dealt
+    // round-robin. While micro-batch k's step runs through the later stages, the earlier stages
+    // work on micro-batch k + 1.
+    const int mbs = options_.micro_batches;
+    const std::int64_t blocks_each = options_.num_kv_blocks / mbs;
+    std::vector<Scheduler> schedulers;
+    for (int k = 0; k < mbs; ++k)
+      schedulers.emplace_back(SchedulerOptions{(options_.max_num_seqs + mbs - 1) / mbs,
+                                               options_.max_num_batched_tokens, options_.block_size, blocks_each,
+                                               std::int32_t(k * blocks_each)});
     std::vector<Sequence> sequences(prompts.size());
-    Scheduler scheduler(
-        {options_.max_num_seqs, options_.max_num_batched_tokens, options_.block_size, options_.num_kv_blocks});
     for (std::size_t i = 0; i < prompts.size(); ++i) {
       Sequence& s = sequences[i];
       s.index = i;
@@ -209,60 +212,92 @@ class Engine {
       s.prompt_length = std::int64_t(prompts[i].size());
       s.params = params[i];
       s.rng.seed(seeds[i]);
-      scheduler.add(&s);
+      schedulers[i % std::size_t(mbs)].add(&s);
     }
-    engine_detail::RankModel& model = *models_[std::size_t(comm.rank())];
+    struct InFlight {
+      std::vector<ScheduledChunk> step;
+      std::vector<std::int32_t> tokens;  // the step's sampled tokens, once known
+      bool pending = false;              // sampled tokens not yet accepted
+    };
+    std::vector<InFlight> flights(static_cast<std::size_t>(mbs));
     Sampler sampler;
     std::vector<StepSequence> step_sequences;
     std::vector<float> logits;
-    std::vector<std::int32_t> sampled;
-    std::vector<ScheduledChunk> step;
     std::int64_t steps = 0;
-    while (!scheduler.done()) {
-      scheduler.schedule(step);
-      if (step.empty()) continue;  // the scheduler finished requests that cannot run
-      step_sequences.clear();
-      std::int64_t rows = 0;
-      for (const ScheduledChunk& ch : step) {
-        step_sequences.push_back(
-            {ch.sequence->tokens.data() + ch.start, ch.count, ch.start, &ch.sequence->blocks, ch.samples});
-        rows += ch.samples ? 1 : 0;
+    const TokenCallback* callback = leader ? &on_token : nullptr;
+    for (bool active = true; active;) {
+      active = false;
+      for (int k = 0; k < mbs; ++k) {
+        InFlight& f = flights[std::size_t(k)];
+        Scheduler& scheduler = schedulers[std::size_t(k)];
+        if (!f.pending && scheduler.done()) continue;
+        active = true;
+        if (f.pending) {  // the tokens of this micro-batch's previous step
+          if (!leader) groups.world().recv(f.tokens.data(), f.tokens.size(), groups.layout().leader(), kTokenTag);
+          std::size_t row = 0;
+          for (const ScheduledChunk& ch : f.step)
+            if (ch.samples) accept(*ch.sequence, f.tokens[row++], scheduler, callback);
+          f.pending = false;
+        }
+        if (scheduler.done()) continue;
+        scheduler.schedule(f.step);
+        if (f.step.empty()) continue;  // the scheduler finished requests that cannot run
+        step_sequences.clear();
+        std::int64_t rows = 0;
+        for (const ScheduledChunk& ch : f.step) {
+          step_sequences.push_back(
+              {ch.sequence->tokens.data() + ch.start, ch.count, ch.start, &ch.sequence->blocks, ch.samples});
+          rows += ch.samples ? 1 : 0;
+        }
+        logits.resize(stage.last() ? std::size_t(rows * c.vocab_size) : 0);
+        model_->forward(groups.tp(), step_sequences,
+                        TensorView<float>(logits.data(), {stage.last() ? rows : 0, c.vocab_size}), &stage);
+        scheduler.complete(f.step);
+        ++steps;
+        if (rows == 0) continue;
+        f.tokens.assign(std::size_t(rows), 0);
+        if (leader) {
+          std::int64_t row = 0;
+          for (const ScheduledChunk& ch : f.step)
+            if (ch.samples) {
+              f.tokens[std::size_t(row)] = sampler.sample(logits.data() + row * c.vocab_size, c.vocab_size,
+                                                          ch.sequence->params, ch.sequence->rng);
+              ++row;
+            }
+          for (int r = 0; r < groups.world().size(); ++r)
+            if (r != groups.world().rank()) groups.world().send(f.tokens.data(), f.tokens.size(), r, kTokenTag);
+        }
+        f.pending = true;
       }
-      logits.resize(std::size_t(rows * c.vocab_size));
-      model.forward(comm, step_sequences, TensorView<float>(logits.data(), {rows, c.vocab_size}));
-      scheduler.complete(step);
-      ++steps;
-      sampled.assign(std::size_t(rows), 0);
-      std::int64_t row = 0;
-      if (leader)
-        for (const ScheduledChunk& ch : step)
-          if (ch.samples) {
-            sampled[std::size_t(row)] =
-                sampler.sample(logits.data() + row * c.vocab_size, c.vocab_size, ch.sequence->params, ch.sequence->rng);
-            ++row;
-          }
-      if (comm.size() > 1) comm.broadcast(sampled.data(), sampled.size(), 0);
-      row = 0;
-      for (const ScheduledChunk& ch : step)
-        if (ch.samples) accept(*ch.sequence, sampled[std::size_t(row++)], scheduler, leader ? &on_token : nullptr);
     }
-    if (!leader) return;
-    stats_.steps = steps;
-    stats_.preemptions = scheduler.preemptions();
+    std::vector<GenerationResult> results(prompts.size());
+    GenerationStats st;
+    st.steps = steps;
+    for (const Scheduler& sc : schedulers) st.preemptions += sc.preemptions();
     for (Sequence& s : sequences) {
       GenerationResult& r = results[s.index];
       r.prompt_ids.assign(s.tokens.begin(), s.tokens.begin() + s.prompt_length);
       r.token_ids.assign(s.tokens.begin() + s.prompt_length, s.tokens.end());
       r.text = s.text;
       r.finish_reason = s.finish_reason;
-      stats_.prompt_tokens += s.prompt_length;
-      stats_.generated_tokens += s.generated();
+      st.prompt_tokens += s.prompt_length;
+      st.generated_tokens += s.generated();
     }
+    if (leader && stats) *stats = st;
+    return results;
+  }
+
+ private:
+  template <class T>
+  std::unique_ptr<engine_detail::RankModel<Backend>> make(const Checkpoint& checkpoint, ShardSpec shard,
+                                                                 Range layers) {
+    return std::make_unique<engine_detail::TypedRankModel<T, Backend>>(checkpoint, shard, options_.num_kv_blocks,
+                                                                        options_.block_size, layers);
   }
 
   // Appends a sampled token, applies the stop rules and streams what became final.
   void accept(Sequence& s, std::int32_t token, Scheduler& scheduler, const TokenCallback* on_token) {
-    const ModelConfig& c = config();
+    const ModelConfig& c = config_;
     const bool eos = !s.params.ignore_eos &&
                      std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), token) != c.eos_token_ids.end();
     std::string reason;
@@ -301,10 +336,73 @@ class Engine {
     if (!reason.empty()) scheduler.finish(&s, reason);
   }
 
+  ModelConfig config_;
   EngineOptions options_;
+  const Llama2cTokenizer* tokenizer_;
+  Range layers_;
+  std::unique_ptr<engine_detail::RankModel<Backend>> model_;
+};
+
+// The engine in one process: loads a checkpoint once and runs tp_size x pp_size ranks as
+// threads over the mock backend.
+class Engine {
+ public:
+  explicit Engine(const std::string& model_path, EngineOptions options = {})
+      : checkpoint_(Checkpoint::open(model_path)),
+        options_(engine_detail::resolve_options(checkpoint_.config(), std::move(options))),
+        tokenizer_(engine_detail::load_tokenizer(model_path, options_.tokenizer, checkpoint_.config())) {
+    ranks_.resize(std::size_t(options_.layout().world_size()));
+    run_mock_ranks(
+        options_.layout().world_size(),
+        [&](Communicator<MockBackend>& comm) {  // each rank reads only its own slices, in parallel
+          ranks_[std::size_t(comm.rank())] =
+              std::make_unique<EngineRank<MockBackend>>(checkpoint_, options_, tokenizer_.get(), comm.rank());
+        },
+        options_.comm);
+  }
+
+  const ModelConfig& config() const { return checkpoint_.config(); }
+  const EngineOptions& options() const { return options_; }
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  const Llama2cTokenizer& tokenizer() const {
+    TPKIT_REQUIRE(tokenizer_, "this engine has no tokenizer; pass token ids instead");
+    return *tokenizer_;
+  }
+  const GenerationStats& last_stats() const { return stats_; }
+
+  // Text prompts (BOS + encoded text), one set of sampling parameters for all.
+  std::vector<GenerationResult> generate(const std::vector<std::string>& prompts, const SamplingParams& params,
+                                         TokenCallback on_token = {}) {
+    std::vector<std::vector<std::int32_t>> ids;
+    for (const auto& p : prompts) ids.push_back(tokenizer().encode(p, true, false));
+    return generate(ids, std::vector<SamplingParams>(prompts.size(), params), std::move(on_token));
+  }
+
+  // Token-id prompts with per-request parameters.
+  std::vector<GenerationResult> generate(const std::vector<std::vector<std::int32_t>>& prompts,
+                                         const std::vector<SamplingParams>& params, TokenCallback on_token = {}) {
+    const std::vector<std::uint64_t> seeds =
+        engine_detail::check_requests(config(), tokenizer_ != nullptr, prompts, params);
+    std::vector<GenerationResult> results;
+    stats_ = {};
+    const auto start = std::chrono::steady_clock::now();
+    run_mock_ranks(
+        options_.layout().world_size(),
+        [&](Communicator<MockBackend>& world) {
+          ParallelGroups<MockBackend> groups(world, options_.layout());
+          auto mine = ranks_[std::size_t(world.rank())]->generate(groups, prompts, params, seeds, on_token, &stats_);
+          if (groups.leader()) results = std::move(mine);
+        },
+        options_.comm);
+    stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return results;
+  }
+
+ private:
   Checkpoint checkpoint_;
+  EngineOptions options_;
   std::unique_ptr<Llama2cTokenizer> tokenizer_;
-  std::vector<std::unique_ptr<engine_detail::RankModel>> models_;
+  std::vector<std::unique_ptr<EngineRank<MockBackend>>> ranks_;
   GenerationStats stats_;
 };
 

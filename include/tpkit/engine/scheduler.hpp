@@ -29,6 +29,7 @@ struct SchedulerOptions {
   std::int64_t max_num_batched_tokens = 512;
   std::int64_t block_size = 16;
   std::int64_t num_blocks = 0;
+  std::int32_t first_block = 0;  // this scheduler's blocks are first_block .. first_block + num_blocks - 1
 };
 
 struct Sequence {
@@ -141,11 +142,11 @@ class Scheduler {
     const std::int64_t need = blocks_for(tokens) - std::int64_t(s->blocks.size());
     if (need <= 0) return true;
     if (allocator_.num_free() < need) return false;
-    for (std::int64_t i = 0; i < need; ++i) s->blocks.push_back(allocator_.allocate());
+    for (std::int64_t i = 0; i < need; ++i) s->blocks.push_back(options_.first_block + allocator_.allocate());
     return true;
   }
   void release(Sequence* s) {
-    for (std::int32_t b : s->blocks) allocator_.release(b);
+    for (std::int32_t b : s->blocks) allocator_.release(b - options_.first_block);
     s->blocks.clear();
   }
   // Frees a running sequence's blocks and puts it back at the head of the queue; it will be

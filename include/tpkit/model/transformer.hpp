@@ -6,10 +6,14 @@
 // (RowParallelLinear, all-reduce) -> residual -> RMSNorm -> MergedGateUpLinear -> SiLU * up ->
 // down_proj (RowParallelLinear, all-reduce) -> residual. Then the final RMSNorm and the
 // ParallelLMHead. Nothing here computes a shard offset: the layers and partition_heads do.
+//
+// Under pipeline parallelism an instance holds one stage: a range of layers (and their KV
+// cache), plus the embedding on the first stage and the final norm and LM head on the last.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "tpkit/comm/communicator.hpp"
@@ -21,6 +25,7 @@
 #include "tpkit/model/checkpoint.hpp"
 #include "tpkit/model/rope.hpp"
 #include "tpkit/ops/host_ops.hpp"
+#include "tpkit/parallel/pipeline.hpp"
 
 namespace tpkit {
 
@@ -37,22 +42,31 @@ struct StepSequence {
 template <class T, class Ops = HostOps>
 class TransformerModel {
  public:
-  TransformerModel(const Checkpoint& ckpt, ShardSpec shard, std::int64_t num_kv_blocks, std::int64_t block_size = 16)
+  // layers: the pipeline stage's layers (empty: all of them, a single stage).
+  TransformerModel(const Checkpoint& ckpt, ShardSpec shard, std::int64_t num_kv_blocks, std::int64_t block_size = 16,
+                   Range layers = {})
       : config_(ckpt.config()),
+        layers_(layers.size() == 0 ? Range{0, config_.num_layers} : layers),
         inv_freq_(rope_inverse_frequencies(config_)),
-        embedding_(ckpt.tensor("model.embed_tokens.weight", {config_.vocab_size, config_.hidden_size}), shard),
-        lm_head_(config_.tie_embeddings
-                     ? ParallelLMHead<T, Ops>::tied_to(embedding_)
-                     : ParallelLMHead<T, Ops>(ckpt.tensor("lm_head.weight", {config_.vocab_size, config_.hidden_size}),
-                                              shard)),
-        final_norm_(load_vector(ckpt.tensor("model.norm.weight", {config_.hidden_size}))),
-        cache_(KVCacheShape{config_.num_layers, num_kv_blocks, block_size,
+        cache_(KVCacheShape{layers_.size(), num_kv_blocks, block_size,
                             partition_heads(config_.num_heads, config_.num_kv_heads, shard).local_kv_heads(),
                             config_.head_dim}) {
     config_.check_tp_size(shard.size);
     const ModelConfig& c = config_;
+    TPKIT_REQUIRE(layers_.begin >= 0 && layers_.begin < layers_.end && layers_.end <= c.num_layers, "layers [",
+                  layers_.begin, ", ", layers_.end, ") are not a non-empty range of the model's ", c.num_layers);
     const std::int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
-    for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    const RawTensorView embed = ckpt.tensor("model.embed_tokens.weight", {c.vocab_size, H});
+    if (first_stage()) embedding_.emplace(embed, shard);
+    if (last_stage()) {
+      // A tied head on a stage without the embedding loads the same rows itself.
+      if (c.tie_embeddings && embedding_)
+        lm_head_.emplace(ParallelLMHead<T, Ops>::tied_to(*embedding_));
+      else
+        lm_head_.emplace(c.tie_embeddings ? embed : ckpt.tensor("lm_head.weight", {c.vocab_size, H}), shard);
+      final_norm_ = load_vector(ckpt.tensor("model.norm.weight", {H}));
+    }
+    for (std::int64_t l = layers_.begin; l < layers_.end; ++l) {
       const auto name = [&](const char* suffix) { return Checkpoint::layer_name(l, suffix); };
       QKVWeights w{ckpt.tensor(name("self_attn.q_proj.weight"), {c.q_size(), H}),
                    ckpt.tensor(name("self_attn.k_proj.weight"), {c.kv_size(), H}),
@@ -93,12 +107,23 @@ class TransformerModel {
 
   const ModelConfig& config() const { return config_; }
   const HeadPartition& heads() const { return heads_; }
+  Range layers() const { return layers_; }
+  bool first_stage() const { return layers_.begin == 0; }
+  bool last_stage() const { return layers_.end == config_.num_layers; }
   PagedKVCache<T, Ops>& cache() { return cache_; }
 
   // Runs one step over `sequences`, writing their K/V into the cache, and fills `logits`
-  // ([number of sequences with want_logits, vocab_size], float) in order.
+  // ([number of sequences with want_logits, vocab_size], float) in order. `comm` is the TP
+  // group. With a pipeline `stage`, a stage after the first receives the hidden state from the
+  // previous one instead of embedding, and a stage before the last sends it on instead of
+  // computing logits (its `logits` is ignored).
   template <class Backend>
-  void forward(Communicator<Backend>& comm, const std::vector<StepSequence>& sequences, TensorView<float> logits) {
+  void forward(Communicator<Backend>& comm, const std::vector<StepSequence>& sequences, TensorView<float> logits,
+               PipelineStage<Backend>* stage = nullptr) {
+    TPKIT_REQUIRE((stage == nullptr && first_stage() && last_stage()) ||
+                      (stage != nullptr && stage->layers() == layers_),
+                  "this model holds layers [", layers_.begin, ", ", layers_.end,
+                  ") and must be run with the pipeline stage that owns them");
     const ModelConfig& c = config_;
     const std::int64_t H = c.hidden_size, hd = c.head_dim;
     // Flatten the step's tokens.
@@ -116,7 +141,8 @@ class TransformerModel {
     }
     const std::int64_t n = std::int64_t(tokens_.size());
     TPKIT_REQUIRE(
-        logits.rank() == 2 && logits.size(0) == std::int64_t(logit_rows_.size()) && logits.size(1) == c.vocab_size,
+        !last_stage() ||
+            (logits.rank() == 2 && logits.size(0) == std::int64_t(logit_rows_.size()) && logits.size(1) == c.vocab_size),
         "logits must have shape [", logit_rows_.size(), ", ", c.vocab_size, "] but has shape ", logits.shape_string());
     const HeadPartition& heads = heads_;
     const std::int64_t q_width = heads.local_q_heads() * hd, kv_width = heads.local_kv_heads() * hd;
@@ -135,11 +161,15 @@ class TransformerModel {
 
     const TensorView<T> hidden(hidden_.data(), {n, H}, Ops::memory), normed(normed_.data(), {n, H}, Ops::memory),
         delta(delta_.data(), {n, H}, Ops::memory);
-    embedding_.forward(comm, tokens_.data(), n, hidden);
+    if (first_stage())
+      embedding_->forward(comm, tokens_.data(), n, hidden);
+    else
+      stage->receive_activations(hidden_.data(), std::size_t(n * H));
     const float eps = float(c.rms_norm_eps), scale = 1.0f / std::sqrt(float(hd));
     const bool interleaved = c.rope_style == RopeStyle::interleaved;
-    for (std::int64_t l = 0; l < c.num_layers; ++l) {
-      Block& b = blocks_[std::size_t(l)];
+    for (std::int64_t l = layers_.begin; l < layers_.end; ++l) {
+      Block& b = blocks_[std::size_t(l - layers_.begin)];
+      const std::int64_t cache_layer = l - layers_.begin;
       Ops::rms_norm(hidden_.data(), H, n, H, b.input_norm.data(), eps, normed_.data(), H);
       b.qkv.forward(comm, normed, TensorView<T>(qkv_.data(), {n, qkv_width}, Ops::memory));
       T* q = qkv_.data();
@@ -155,10 +185,10 @@ class TransformerModel {
       Ops::rope(k, qkv_width, n, heads.local_kv_heads(), hd, cos_.data(), sin_.data(), interleaved);
       for (std::int64_t t = 0; t < n; ++t) {
         const std::int64_t slot = cache_.slot(*queries_[std::size_t(t)].blocks, positions_[std::size_t(t)]);
-        Ops::copy(k + t * qkv_width, cache_.key(l, slot), std::size_t(kv_width));
-        Ops::copy(v + t * qkv_width, cache_.value(l, slot), std::size_t(kv_width));
+        Ops::copy(k + t * qkv_width, cache_.key(cache_layer, slot), std::size_t(kv_width));
+        Ops::copy(v + t * qkv_width, cache_.value(cache_layer, slot), std::size_t(kv_width));
       }
-      Ops::paged_attention(cache_, l, heads, q, qkv_width, queries_.data(), n, scale, c.window(l), attn_.data(),
+      Ops::paged_attention(cache_, cache_layer, heads, q, qkv_width, queries_.data(), n, scale, c.window(l), attn_.data(),
                            q_width, scores_);
       b.o_proj.forward(comm, TensorView<const T>(attn_.data(), {n, q_width}, Ops::memory), delta);
       Ops::add(hidden_.data(), delta_.data(), n * H);
@@ -168,12 +198,16 @@ class TransformerModel {
       b.down.forward(comm, TensorView<const T>(act_.data(), {n, li}, Ops::memory), delta);
       Ops::add(hidden_.data(), delta_.data(), n * H);
     }
+    if (!last_stage()) {
+      stage->send_activations(hidden_.data(), std::size_t(n * H));
+      return;
+    }
     const std::int64_t rows = std::int64_t(logit_rows_.size());
     if (rows == 0) return;
     for (std::int64_t r = 0; r < rows; ++r)
       Ops::rms_norm(hidden_.data() + logit_rows_[std::size_t(r)] * H, H, 1, H, final_norm_.data(), eps,
                     normed_.data() + r * H, H);
-    lm_head_.forward(comm, TensorView<const T>(normed_.data(), {rows, H}, Ops::memory), logits);
+    lm_head_->forward(comm, TensorView<const T>(normed_.data(), {rows, H}, Ops::memory), logits);
   }
 
  private:
@@ -192,9 +226,10 @@ class TransformerModel {
   }
 
   ModelConfig config_;
+  Range layers_;
   std::vector<double> inv_freq_;
-  VocabParallelEmbedding<T, Ops> embedding_;
-  ParallelLMHead<T, Ops> lm_head_;
+  std::optional<VocabParallelEmbedding<T, Ops>> embedding_;  // first stage
+  std::optional<ParallelLMHead<T, Ops>> lm_head_;            // last stage
   typename Ops::template Buffer<float> final_norm_;
   std::vector<Block> blocks_;
   HeadPartition heads_;

@@ -129,4 +129,29 @@ inline std::vector<std::int64_t> vocab_rows_per_rank(const VocabPartition& p, in
   return rows;
 }
 
+// Pipeline parallelism: the layers [begin, end) of each of `pp_size` stages. Balanced by
+// default (the first num_layers % pp_size stages take one more); `layers_per_stage`, when not
+// empty, gives the split explicitly. Every stage needs at least one layer.
+inline std::vector<Range> split_layers(std::int64_t num_layers, int pp_size,
+                                       const std::vector<std::int64_t>& layers_per_stage = {}) {
+  TPKIT_REQUIRE(pp_size >= 1, "pp_size must be at least 1 (got ", pp_size, ")");
+  TPKIT_REQUIRE(pp_size <= num_layers, "pp_size (", pp_size, ") exceeds the model's ", num_layers,
+                " layers; every pipeline stage needs at least one");
+  std::vector<Range> out;
+  if (layers_per_stage.empty()) {
+    for (int s = 0; s < pp_size; ++s) out.push_back(balanced_range(num_layers, pp_size, s));
+    return out;
+  }
+  TPKIT_REQUIRE(std::int64_t(layers_per_stage.size()) == pp_size, "the layer split lists ", layers_per_stage.size(),
+                " stages but pp_size is ", pp_size);
+  std::int64_t begin = 0;
+  for (std::int64_t n : layers_per_stage) {
+    TPKIT_REQUIRE(n >= 1, "every pipeline stage needs at least one layer (the split has ", n, ")");
+    out.push_back({begin, begin + n});
+    begin += n;
+  }
+  TPKIT_REQUIRE(begin == num_layers, "the layer split covers ", begin, " layers but the model has ", num_layers);
+  return out;
+}
+
 }  // namespace tpkit
