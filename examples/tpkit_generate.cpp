@@ -1,11 +1,18 @@
 // tpkit-generate: generate text from a llama2.c .bin or a Hugging Face directory with the
-// tpkit example engine, TP ranks running as threads over the mock backend.
+// tpkit example engine over a world of TP x PP ranks: threads over the mock backend in one
+// process, or one process per rank under mpirun (or srun) when built with MPI.
 //
 //   tpkit-generate --model PATH [--tokenizer PATH] [--prompt TEXT | --prompt-ids 1,2,3]
-//                  [--tp N] [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
+//                  [--tp N] [--pp N] [--layers-per-stage 2,3] [--micro-batches N]
+//                  [--backend auto|threads|mpi] [--comm-timeout-ms MS] [--fault SPEC]
+//                  [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
 //                  [--min-p P] [--seed S] [--stop TEXT]... [--dtype f32|bf16|f16]
 //
-// The generated text goes to stdout as it is produced; a summary goes to stderr.
+//   mpirun -np 4 tpkit-generate --model M --tp 2 --pp 2 --prompt "Once"
+//
+// The generated text goes to stdout as it is produced (by the sampling rank); a summary goes
+// to stderr.
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -15,13 +22,18 @@
 #include <vector>
 
 #include <tpkit/engine/engine.hpp>
+#ifdef TPKIT_WITH_MPI
+#include <tpkit/comm/mpi.hpp>
+#endif
 
 namespace {
 [[noreturn]] void usage(const std::string& error) {
   std::fprintf(stderr,
                "error: %s\n"
                "usage: tpkit-generate --model PATH [--tokenizer PATH] [--prompt TEXT | --prompt-ids 1,2,3]\n"
-               "       [--tp N] [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
+               "       [--tp N] [--pp N] [--layers-per-stage 2,3] [--micro-batches N]\n"
+               "       [--backend auto|threads|mpi] [--comm-timeout-ms MS] [--fault SPEC]\n"
+               "       [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
                "       [--seed S] [--stop TEXT]... [--dtype f32|bf16|f16]\n",
                error.c_str());
   std::exit(2);
@@ -33,14 +45,63 @@ T number(const std::string& flag, const std::string& value) {
   if (!(in >> v) || !in.eof()) usage(flag + " expects a number, got \"" + value + "\"");
   return v;
 }
+template <class T>
+std::vector<T> numbers(const std::string& flag, const std::string& list) {
+  std::vector<T> out;
+  std::istringstream in(list);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(number<T>(flag, item));
+  return out;
+}
+
+// Launched by mpirun / srun (Open MPI, MPICH and PMIx set these).
+bool launched_by_mpi() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+
+struct Request {
+  std::string prompt;
+  std::vector<std::int32_t> ids;
+  tpkit::SamplingParams params;
+};
+
+// Runs one request on either engine; only the leader (the sampling rank) prints.
+template <class EngineT>
+void run(EngineT& engine, Request request, bool leader, const tpkit::EngineOptions& options) {
+  if (request.ids.empty()) {
+    if (!engine.has_tokenizer()) usage("no tokenizer found beside the model: pass --tokenizer PATH or --prompt-ids");
+    request.ids = engine.tokenizer().encode(request.prompt, true, false);
+    if (leader) std::cout << request.prompt << std::flush;
+  }
+  const bool text = engine.has_tokenizer();
+  const auto results =
+      engine.generate({request.ids}, {request.params}, [&](std::size_t, std::int32_t token, std::string_view piece) {
+        if (text)
+          std::cout << piece << std::flush;
+        else if (token >= 0)
+          std::cout << token << ' ' << std::flush;
+      });
+  if (!leader) return;
+  std::cout << std::endl;
+  const auto& stats = engine.last_stats();
+  std::fprintf(stderr, "tp %d x pp %d, %s: %lld prompt tokens, %lld generated in %.3f s (%.1f tok/s), finish: %s\n",
+               options.tp_size, options.pp_size, tpkit::dtype_name(options.dtype),
+               static_cast<long long>(stats.prompt_tokens), static_cast<long long>(stats.generated_tokens),
+               stats.seconds, stats.seconds > 0 ? double(stats.generated_tokens) / stats.seconds : 0.0,
+               results.at(0).finish_reason.c_str());
+}
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model, prompt, prompt_ids;
+  std::string model, backend = "auto";
+  Request request;
   tpkit::EngineOptions options;
-  tpkit::SamplingParams params;
+  tpkit::SamplingParams& params = request.params;
   params.temperature = 0.0f;
   params.max_tokens = 256;
+  std::chrono::milliseconds timeout{30000};
+  std::vector<tpkit::Fault> faults;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") usage("help requested");
@@ -51,12 +112,28 @@ int main(int argc, char** argv) {
     else if (flag == "--tokenizer")
       options.tokenizer = value;
     else if (flag == "--prompt")
-      prompt = value;
+      request.prompt = value;
     else if (flag == "--prompt-ids")
-      prompt_ids = value;
+      request.ids = numbers<std::int32_t>(flag, value);
     else if (flag == "--tp")
       options.tp_size = number<int>(flag, value);
-    else if (flag == "--max-tokens")
+    else if (flag == "--pp")
+      options.pp_size = number<int>(flag, value);
+    else if (flag == "--layers-per-stage")
+      options.layers_per_stage = numbers<std::int64_t>(flag, value);
+    else if (flag == "--micro-batches")
+      options.micro_batches = number<int>(flag, value);
+    else if (flag == "--backend")
+      backend = value;
+    else if (flag == "--comm-timeout-ms")
+      timeout = std::chrono::milliseconds(number<long long>(flag, value));
+    else if (flag == "--fault") {
+      try {
+        faults = tpkit::parse_faults(value);
+      } catch (const std::exception& e) {
+        usage(e.what());
+      }
+    } else if (flag == "--max-tokens")
       params.max_tokens = number<int>(flag, value);
     else if (flag == "--temperature")
       params.temperature = number<float>(flag, value);
@@ -83,33 +160,40 @@ int main(int argc, char** argv) {
       usage("unknown option " + flag);
   }
   if (model.empty()) usage("--model is required");
-  try {
-    tpkit::Engine engine(model, options);
-    std::vector<std::int32_t> ids;
-    if (!prompt_ids.empty()) {
-      std::istringstream in(prompt_ids);
-      for (std::string item; std::getline(in, item, ',');) ids.push_back(number<std::int32_t>("--prompt-ids", item));
-    } else {
-      if (!engine.has_tokenizer()) usage("no tokenizer found beside the model: pass --tokenizer PATH or --prompt-ids");
-      ids = engine.tokenizer().encode(prompt, true, false);
-      std::cout << prompt << std::flush;
+  if (backend == "auto") backend = launched_by_mpi() ? "mpi" : "threads";
+  if (backend == "threads") {
+    try {
+      options.comm.timeout = timeout;
+      options.comm.faults = faults;
+      tpkit::Engine engine(model, options);
+      run(engine, request, true, options);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tpkit-generate: %s\n", e.what());
+      return 1;
     }
-    const bool text = engine.has_tokenizer();
-    const auto results = engine.generate({ids}, {params}, [&](std::size_t, std::int32_t token, std::string_view piece) {
-      if (text)
-        std::cout << piece << std::flush;
-      else if (token >= 0)
-        std::cout << token << ' ' << std::flush;
-    });
-    std::cout << std::endl;
-    const auto& stats = engine.last_stats();
-    std::fprintf(stderr, "tp %d, %s: %lld prompt tokens, %lld generated in %.3f s (%.1f tok/s), finish: %s\n",
-                 options.tp_size, tpkit::dtype_name(options.dtype), static_cast<long long>(stats.prompt_tokens),
-                 static_cast<long long>(stats.generated_tokens), stats.seconds,
-                 stats.seconds > 0 ? double(stats.generated_tokens) / stats.seconds : 0.0,
-                 results.at(0).finish_reason.c_str());
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tpkit-generate: %s\n", e.what());
-    return 1;
+    return 0;
   }
+  if (backend != "mpi") usage("--backend must be auto, threads or mpi");
+#ifdef TPKIT_WITH_MPI
+  MPI_Init(&argc, &argv);
+  int world_rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  try {
+    tpkit::MpiOptions mpi;
+    mpi.timeout = timeout;
+    mpi.faults = faults;
+    tpkit::Communicator<tpkit::MpiBackend> world(tpkit::MpiBackend::world(mpi));
+    tpkit::DistributedEngine<tpkit::MpiBackend> engine(world, model, options);
+    run(engine, request, engine.leader(), options);
+  } catch (const std::exception& e) {
+    // Every rank reports its own view; the first to get here ends the job.
+    std::fprintf(stderr, "tpkit-generate (world rank %d): %s\n", world_rank, e.what());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  MPI_Finalize();
+  return 0;
+#else
+  usage("this tpkit-generate was built without MPI (configure with MPI installed for --backend mpi)");
+#endif
 }

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 catch2_header=/usr/include/catch2/catch.hpp
 [ -f /usr/include/catch2/catch_all.hpp ] && catch2_header=/usr/include/catch2/catch_all.hpp
-bash scripts/ensure-packages.sh cmake=cmake g++=g++ make=make "$catch2_header=catch2"
+# Open MPI: the MPI backend and the multi-process engine are tested under mpirun.
+bash scripts/ensure-packages.sh cmake=cmake g++=g++ make=make "$catch2_header=catch2" mpirun=openmpi-bin \
+  mpicxx=libopenmpi-dev
 
 build=${TPKIT_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${TPKIT_CMAKE_ARGS:-}

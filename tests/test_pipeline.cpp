@@ -14,9 +14,13 @@ const std::string kModels = TPKIT_TEST_MODELS;
 const std::string kBin = kModels + "/stories260K/stories260K.bin";
 const std::string kHf = kModels + "/stories260K_hf";
 
-const std::vector<std::string> kPrompts = {
-    "Once upon a time", "Lily and Tom", "The little dog", "One day, a girl named Sue went to the park with her mom",
-    "Sam wanted a big red ball because", "The sun", "A cat and a bird"};
+const std::vector<std::string> kPrompts = {"Once upon a time",
+                                           "Lily and Tom",
+                                           "The little dog",
+                                           "One day, a girl named Sue went to the park with her mom",
+                                           "Sam wanted a big red ball because",
+                                           "The sun",
+                                           "A cat and a bird"};
 
 std::vector<std::vector<std::int32_t>> generate(const std::string& path, EngineOptions options,
                                                 const SamplingParams& params) {
@@ -72,9 +76,10 @@ TEST_CASE("ParallelGroups arrange a world as TP groups inside pipeline stages", 
     RANK_CHECK(checks, groups.leader() == (w == (pp - 1) * tp));
   });
   REQUIRE_RANK_CHECKS(checks);
-  REQUIRE_THROWS_WITH(run_mock_ranks(5, [&](Communicator<MockBackend>& world) {
-                        ParallelGroups<MockBackend> groups(world, ParallelLayout{2, 2});
-                      }),
+  REQUIRE_THROWS_WITH(run_mock_ranks(5,
+                                     [&](Communicator<MockBackend>& world) {
+                                       ParallelGroups<MockBackend> groups(world, ParallelLayout{2, 2});
+                                     }),
                       Catch::Contains("tp_size 2 x pp_size 2 needs 4 ranks but the world has 5"));
 }
 
@@ -94,8 +99,8 @@ TEST_CASE("the engine gives TP 1's greedy tokens at every TP x PP shape", "[pipe
   options.pp_size = shape.pp;
   options.layers_per_stage = shape.split;
   options.micro_batches = shape.micro_batches;
-  INFO(path << ": tp " << shape.tp << " pp " << shape.pp << " micro-batches " << shape.micro_batches
-            << " split of " << shape.split.size());
+  INFO(path << ": tp " << shape.tp << " pp " << shape.pp << " micro-batches " << shape.micro_batches << " split of "
+            << shape.split.size());
   REQUIRE(generate(path, options, greedy()) == reference[path]);
 }
 

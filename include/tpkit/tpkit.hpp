@@ -4,7 +4,9 @@
 #include "tpkit/attention/paged_attention_host.hpp"
 #include "tpkit/comm/backend.hpp"
 #include "tpkit/comm/communicator.hpp"
+#include "tpkit/comm/fault.hpp"
 #include "tpkit/comm/mock.hpp"
+// tpkit/comm/mpi.hpp is not included: it needs <mpi.h> (link MPI::MPI_CXX to use it).
 #include "tpkit/config.hpp"
 #include "tpkit/core/dtype.hpp"
 #include "tpkit/core/error.hpp"
@@ -24,5 +26,6 @@
 #include "tpkit/model/rope.hpp"
 #include "tpkit/model/transformer.hpp"
 #include "tpkit/ops/host_ops.hpp"
+#include "tpkit/parallel/pipeline.hpp"
 #include "tpkit/parallel/shard.hpp"
 #include "tpkit/tokenizer/llama2c_tokenizer.hpp"

@@ -32,23 +32,11 @@
 
 #include "tpkit/comm/backend.hpp"
 #include "tpkit/comm/communicator.hpp"
+#include "tpkit/comm/fault.hpp"
 #include "tpkit/core/dtype.hpp"
 #include "tpkit/core/error.hpp"
 
 namespace tpkit {
-
-struct Fault {
-  enum class Kind { fail, stall };
-  int rank = 0;                    // world rank
-  std::uint64_t at_operation = 0;  // this rank's n-th communicator operation, from 0
-  Kind kind = Kind::fail;
-  std::chrono::milliseconds stall_for{0};
-
-  static Fault fail_at(int rank, std::uint64_t operation) { return {rank, operation, Kind::fail, {}}; }
-  static Fault stall_at(int rank, std::uint64_t operation, std::chrono::milliseconds duration) {
-    return {rank, operation, Kind::stall, duration};
-  }
-};
 
 struct MockOptions {
   // How long a rank waits for its peers in one operation before it reports them missing.
@@ -199,16 +187,7 @@ struct World {
 
   // Called by each rank before each operation: counts it and applies injected faults.
   void before_operation(int world_rank, const char* what) {
-    const std::uint64_t n = operations[std::size_t(world_rank)]++;
-    for (const Fault& f : options.faults) {
-      if (f.rank != world_rank || f.at_operation != n) continue;
-      if (f.kind == Fault::Kind::stall) {
-        std::this_thread::sleep_for(f.stall_for);
-      } else {
-        throw InjectedFault("injected failure on world rank " + std::to_string(world_rank) + " at its operation #" +
-                            std::to_string(n) + " (" + what + ")");
-      }
-    }
+    apply_faults(options.faults, world_rank, operations[std::size_t(world_rank)]++, what);
   }
 
   void register_group(const std::shared_ptr<Group>& g) {
@@ -247,7 +226,7 @@ struct World {
 
   const int size;
   const MockOptions options;
-  std::vector<std::uint64_t> operations;  // element r is touched only by rank r's thread
+  std::vector<std::uint64_t> operations;   // element r is touched only by rank r's thread
   std::vector<std::atomic<bool>> blocked;  // element r: rank r waits inside an operation
   std::atomic<bool> aborted{false};
   std::mutex mutex;

@@ -12,6 +12,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "tpkit/comm/mock.hpp"
@@ -26,11 +27,11 @@ namespace tpkit {
 
 struct EngineOptions {
   int tp_size = 1;
-  int pp_size = 1;                           // pipeline stages; the world has tp_size x pp_size ranks
+  int pp_size = 1;                             // pipeline stages; the world has tp_size x pp_size ranks
   std::vector<std::int64_t> layers_per_stage;  // empty: balanced split over pp_size stages
-  int micro_batches = 0;                     // sequences' groups in flight in the pipeline; 0: pp_size
-  DType dtype = DType::f32;                  // storage of weights and activations: f32, bf16 or f16
-  std::string tokenizer;                     // a tokenizer.bin; empty: looked for beside the model
+  int micro_batches = 0;                       // sequences' groups in flight in the pipeline; 0: pp_size
+  DType dtype = DType::f32;                    // storage of weights and activations: f32, bf16 or f16
+  std::string tokenizer;                       // a tokenizer.bin; empty: looked for beside the model
   std::int64_t max_num_seqs = 16;
   std::int64_t max_num_batched_tokens = 512;
   std::int64_t block_size = 16;
@@ -101,8 +102,8 @@ inline EngineOptions resolve_options(const ModelConfig& c, EngineOptions o) {
         2 * layers * o.block_size * kv_heads * c.head_dim * std::int64_t(dtype_size(o.dtype));
     o.num_kv_blocks = std::max<std::int64_t>(o.micro_batches, std::min(wanted, o.kv_cache_bytes / block_bytes));
   }
-  TPKIT_REQUIRE(o.num_kv_blocks >= o.micro_batches, "num_kv_blocks (", o.num_kv_blocks,
-                ") must give each of the ", o.micro_batches, " micro-batches at least one block");
+  TPKIT_REQUIRE(o.num_kv_blocks >= o.micro_batches, "num_kv_blocks (", o.num_kv_blocks, ") must give each of the ",
+                o.micro_batches, " micro-batches at least one block");
   TPKIT_REQUIRE(o.dtype == DType::f32 || o.dtype == DType::bf16 || o.dtype == DType::f16,
                 "engine dtype must be f32, bf16 or f16 (got ", dtype_name(o.dtype), ")");
   return o;
@@ -201,9 +202,8 @@ class EngineRank {
     const std::int64_t blocks_each = options_.num_kv_blocks / mbs;
     std::vector<Scheduler> schedulers;
     for (int k = 0; k < mbs; ++k)
-      schedulers.emplace_back(SchedulerOptions{(options_.max_num_seqs + mbs - 1) / mbs,
-                                               options_.max_num_batched_tokens, options_.block_size, blocks_each,
-                                               std::int32_t(k * blocks_each)});
+      schedulers.emplace_back(SchedulerOptions{(options_.max_num_seqs + mbs - 1) / mbs, options_.max_num_batched_tokens,
+                                               options_.block_size, blocks_each, std::int32_t(k * blocks_each)});
     std::vector<Sequence> sequences(prompts.size());
     for (std::size_t i = 0; i < prompts.size(); ++i) {
       Sequence& s = sequences[i];
@@ -289,10 +289,9 @@ class EngineRank {
 
  private:
   template <class T>
-  std::unique_ptr<engine_detail::RankModel<Backend>> make(const Checkpoint& checkpoint, ShardSpec shard,
-                                                                 Range layers) {
+  std::unique_ptr<engine_detail::RankModel<Backend>> make(const Checkpoint& checkpoint, ShardSpec shard, Range layers) {
     return std::make_unique<engine_detail::TypedRankModel<T, Backend>>(checkpoint, shard, options_.num_kv_blocks,
-                                                                        options_.block_size, layers);
+                                                                       options_.block_size, layers);
   }
 
   // Appends a sampled token, applies the stop rules and streams what became final.
@@ -403,6 +402,116 @@ class Engine {
   EngineOptions options_;
   std::unique_ptr<Llama2cTokenizer> tokenizer_;
   std::vector<std::unique_ptr<EngineRank<MockBackend>>> ranks_;
+  GenerationStats stats_;
+};
+
+namespace engine_detail {
+// FNV-1a over the bytes of what every rank must agree on.
+struct Fingerprint {
+  std::uint64_t value = 1469598103934665603ull;
+  void add(const void* data, std::size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i < n; ++i) value = (value ^ p[i]) * 1099511628211ull;
+  }
+  template <class T>
+  void add(const T& v) {
+    static_assert(std::is_arithmetic_v<T>);
+    add(&v, sizeof v);
+  }
+  void add(const std::string& s) {
+    add(s.size());
+    add(s.data(), s.size());
+  }
+};
+
+// Throws InvalidArgument on every rank, naming the ranks whose fingerprint differs from rank 0's.
+template <class Backend>
+void require_agreement(Communicator<Backend>& world, const Fingerprint& mine, const char* what) {
+  std::vector<std::int64_t> all(static_cast<std::size_t>(world.size()));
+  const std::int64_t v = std::int64_t(mine.value);
+  world.all_gather(&v, 1, all.data());
+  std::string differ;
+  for (int r = 1; r < world.size(); ++r)
+    if (all[std::size_t(r)] != all[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
+  TPKIT_REQUIRE(differ.empty(), "ranks disagree on ", what, ": world rank(s) ", differ, " differ from world rank 0");
+}
+}  // namespace engine_detail
+
+// The engine with one rank per process (MPI, or any backend whose world spans processes): each
+// process loads the checkpoint (memory-mapped: it reads only its own slices) and runs its rank.
+// Every process must pass the same model, options and requests; that is checked, and a
+// disagreement is an error on every rank rather than a hang or wrong tokens.
+template <class Backend>
+class DistributedEngine {
+ public:
+  DistributedEngine(Communicator<Backend>& world, const std::string& model_path, EngineOptions options)
+      : world_(world),
+        checkpoint_(Checkpoint::open(model_path)),
+        options_(engine_detail::resolve_options(checkpoint_.config(), std::move(options))),
+        tokenizer_(engine_detail::load_tokenizer(model_path, options_.tokenizer, checkpoint_.config())),
+        groups_((check_setup(), world), options_.layout()),
+        rank_(checkpoint_, options_, tokenizer_.get(), world.rank()) {}
+
+  const ModelConfig& config() const { return checkpoint_.config(); }
+  const EngineOptions& options() const { return options_; }
+  bool leader() const { return world_.rank() == options_.layout().leader(); }
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  const Llama2cTokenizer& tokenizer() const {
+    TPKIT_REQUIRE(tokenizer_, "this engine has no tokenizer; pass token ids instead");
+    return *tokenizer_;
+  }
+  // Filled on the leader.
+  const GenerationStats& last_stats() const { return stats_; }
+
+  std::vector<GenerationResult> generate(const std::vector<std::string>& prompts, const SamplingParams& params,
+                                         TokenCallback on_token = {}) {
+    std::vector<std::vector<std::int32_t>> ids;
+    for (const auto& p : prompts) ids.push_back(tokenizer().encode(p, true, false));
+    return generate(ids, std::vector<SamplingParams>(prompts.size(), params), std::move(on_token));
+  }
+
+  // Collective over the world. Seeds drawn for unseeded requests are world rank 0's.
+  std::vector<GenerationResult> generate(const std::vector<std::vector<std::int32_t>>& prompts,
+                                         const std::vector<SamplingParams>& params, TokenCallback on_token = {}) {
+    std::vector<std::uint64_t> seeds = engine_detail::check_requests(config(), has_tokenizer(), prompts, params);
+    engine_detail::Fingerprint f;
+    f.add(prompts.size());
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      f.add(prompts[i].data(), prompts[i].size() * sizeof(std::int32_t));
+      const SamplingParams& p = params[i];
+      f.add(p.temperature), f.add(p.top_k), f.add(p.top_p), f.add(p.min_p), f.add(p.max_tokens), f.add(p.ignore_eos);
+      f.add(p.seed.has_value()), f.add(p.seed.value_or(0));
+      for (const auto& stop : p.stop) f.add(stop);
+    }
+    engine_detail::require_agreement(world_, f, "the requests");
+    // (Signed and unsigned views of the same integers may alias.)
+    if (!seeds.empty()) world_.broadcast(reinterpret_cast<std::int64_t*>(seeds.data()), seeds.size(), 0);
+    stats_ = {};
+    const auto start = std::chrono::steady_clock::now();
+    auto results = rank_.generate(groups_, prompts, params, seeds, on_token, &stats_);
+    stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return results;
+  }
+
+ private:
+  void check_setup() {
+    const EngineOptions& o = options_;
+    const ModelConfig& c = checkpoint_.config();
+    engine_detail::Fingerprint f;
+    f.add(o.tp_size), f.add(o.pp_size), f.add(o.micro_batches), f.add(int(o.dtype)), f.add(o.max_num_seqs);
+    f.add(o.max_num_batched_tokens), f.add(o.block_size), f.add(o.num_kv_blocks);
+    for (std::int64_t n : o.layers_per_stage) f.add(n);
+    f.add(c.hidden_size), f.add(c.num_layers), f.add(c.num_heads), f.add(c.num_kv_heads), f.add(c.vocab_size);
+    f.add(tokenizer_ != nullptr);
+    engine_detail::require_agreement(world_, f, "the model or the engine options");
+  }
+
+  Communicator<Backend>& world_;
+  Checkpoint checkpoint_;
+  EngineOptions options_;
+  std::unique_ptr<Llama2cTokenizer> tokenizer_;
+  ParallelGroups<Backend> groups_;
+  EngineRank<Backend> rank_;
   GenerationStats stats_;
 };
 

@@ -120,10 +120,10 @@ class TransformerModel {
   template <class Backend>
   void forward(Communicator<Backend>& comm, const std::vector<StepSequence>& sequences, TensorView<float> logits,
                PipelineStage<Backend>* stage = nullptr) {
-    TPKIT_REQUIRE((stage == nullptr && first_stage() && last_stage()) ||
-                      (stage != nullptr && stage->layers() == layers_),
-                  "this model holds layers [", layers_.begin, ", ", layers_.end,
-                  ") and must be run with the pipeline stage that owns them");
+    TPKIT_REQUIRE(
+        (stage == nullptr && first_stage() && last_stage()) || (stage != nullptr && stage->layers() == layers_),
+        "this model holds layers [", layers_.begin, ", ", layers_.end,
+        ") and must be run with the pipeline stage that owns them");
     const ModelConfig& c = config_;
     const std::int64_t H = c.hidden_size, hd = c.head_dim;
     // Flatten the step's tokens.
@@ -140,10 +140,10 @@ class TransformerModel {
       if (s.want_logits) logit_rows_.push_back(std::int64_t(tokens_.size()) - 1);
     }
     const std::int64_t n = std::int64_t(tokens_.size());
-    TPKIT_REQUIRE(
-        !last_stage() ||
-            (logits.rank() == 2 && logits.size(0) == std::int64_t(logit_rows_.size()) && logits.size(1) == c.vocab_size),
-        "logits must have shape [", logit_rows_.size(), ", ", c.vocab_size, "] but has shape ", logits.shape_string());
+    TPKIT_REQUIRE(!last_stage() || (logits.rank() == 2 && logits.size(0) == std::int64_t(logit_rows_.size()) &&
+                                    logits.size(1) == c.vocab_size),
+                  "logits must have shape [", logit_rows_.size(), ", ", c.vocab_size, "] but has shape ",
+                  logits.shape_string());
     const HeadPartition& heads = heads_;
     const std::int64_t q_width = heads.local_q_heads() * hd, kv_width = heads.local_kv_heads() * hd;
     const std::int64_t qkv_width = q_width + 2 * kv_width,
@@ -188,8 +188,8 @@ class TransformerModel {
         Ops::copy(k + t * qkv_width, cache_.key(cache_layer, slot), std::size_t(kv_width));
         Ops::copy(v + t * qkv_width, cache_.value(cache_layer, slot), std::size_t(kv_width));
       }
-      Ops::paged_attention(cache_, cache_layer, heads, q, qkv_width, queries_.data(), n, scale, c.window(l), attn_.data(),
-                           q_width, scores_);
+      Ops::paged_attention(cache_, cache_layer, heads, q, qkv_width, queries_.data(), n, scale, c.window(l),
+                           attn_.data(), q_width, scores_);
       b.o_proj.forward(comm, TensorView<const T>(attn_.data(), {n, q_width}, Ops::memory), delta);
       Ops::add(hidden_.data(), delta_.data(), n * H);
       Ops::rms_norm(hidden_.data(), H, n, H, b.post_norm.data(), eps, normed_.data(), H);

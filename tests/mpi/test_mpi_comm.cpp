@@ -1,0 +1,174 @@
+// Communicator<MpiBackend> under mpirun (2 and 4 processes): every collective against a
+// reference each process computes on its own, sub-communicators, point-to-point, and calls
+// that disagree across ranks. Inputs are a fixed function of (rank, index), so every process
+// knows every other process's data.
+#include <cmath>
+
+#include "catch.hpp"
+#include "tpkit/comm/mpi.hpp"
+#include "tpkit/parallel/pipeline.hpp"
+
+using namespace tpkit;
+
+namespace {
+Communicator<MpiBackend> world(MpiOptions options = {}) { return Communicator<MpiBackend>(MpiBackend::world(options)); }
+
+// Rank r's element i: distinct, with a fractional part, positive and negative.
+double input(int rank, std::size_t i) { return std::sin(0.37 * double(i) + 1.3 * rank) * (1 + rank) + 0.125 * rank; }
+
+template <class T>
+T as(double v) {
+  return T(float(v));
+}
+template <>
+double as<double>(double v) {
+  return v;
+}
+template <>
+std::int32_t as<std::int32_t>(double v) {
+  return std::int32_t(std::lround(v * 100));
+}
+template <class T>
+double value(T v) {
+  return double(float(v));
+}
+template <>
+double value<double>(double v) {
+  return v;
+}
+template <>
+double value<std::int32_t>(std::int32_t v) {
+  return v;
+}
+
+// The tolerance of a reduction over `ranks` values of type T, each rounded to T on input and
+// the running sum rounded to T after each pairwise step (MPI's order is unspecified): at most
+// ranks roundings of relative size u_T of the sum of magnitudes.
+template <class T>
+double tolerance(int ranks, double magnitude) {
+  double u = 0;
+  if constexpr (std::is_same_v<T, float>) u = 0x1p-24;
+  if constexpr (std::is_same_v<T, double>) u = 0x1p-53;
+  if constexpr (std::is_same_v<T, half>) u = 0x1p-11;
+  if constexpr (std::is_same_v<T, bfloat16>) u = 0x1p-8;
+  return ranks * u * magnitude + 1e-300;
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("MPI all_reduce sum and max equal the reference", "[mpi]", float, double, half, bfloat16,
+                   std::int32_t) {
+  auto comm = world();
+  const int n = comm.size();
+  const std::size_t count = GENERATE(1, 7, 1000);
+  for (ReduceOp op : {ReduceOp::sum, ReduceOp::max}) {
+    std::vector<TestType> data(count);
+    for (std::size_t i = 0; i < count; ++i) data[i] = as<TestType>(input(comm.rank(), i));
+    std::vector<TestType> out(count);
+    comm.all_reduce(data.data(), out.data(), count, op);
+    comm.all_reduce(data.data(), count, op);  // in place
+    for (std::size_t i = 0; i < count; ++i) {
+      double want = op == ReduceOp::sum ? 0 : -1e300, magnitude = 0;
+      for (int r = 0; r < n; ++r) {
+        const double v = value(as<TestType>(input(r, i)));
+        want = op == ReduceOp::sum ? want + v : std::max(want, v);
+        magnitude += std::fabs(v);
+      }
+      INFO("op " << reduce_op_name(op) << " element " << i);
+      REQUIRE(std::fabs(value(out[i]) - want) <= tolerance<TestType>(n, magnitude));
+      REQUIRE(value(data[i]) == value(out[i]));
+    }
+  }
+}
+
+TEST_CASE("MPI all_gather and reduce_scatter with unequal counts, broadcast from every root", "[mpi]") {
+  auto comm = world();
+  const int n = comm.size(), me = comm.rank();
+  std::vector<std::size_t> counts;
+  for (int r = 0; r < n; ++r) counts.push_back(std::size_t(3 + 2 * r));  // 3, 5, 7, ...
+  std::size_t total = 0, offset = 0;
+  for (int r = 0; r < n; ++r) (r < me ? offset : total) += counts[std::size_t(r)];
+  total += offset;
+
+  std::vector<float> mine(counts[std::size_t(me)]), gathered(total);
+  for (std::size_t i = 0; i < mine.size(); ++i) mine[i] = float(input(me, i));
+  comm.all_gather(mine.data(), gathered.data(), counts);
+  for (int r = 0, at = 0; r < n; ++r)
+    for (std::size_t i = 0; i < counts[std::size_t(r)]; ++i, ++at)
+      REQUIRE(gathered[std::size_t(at)] == float(input(r, i)));
+
+  std::vector<double> full(total), part(counts[std::size_t(me)]);
+  for (std::size_t i = 0; i < total; ++i) full[i] = input(me, i);
+  comm.reduce_scatter(full.data(), part.data(), counts);
+  for (std::size_t i = 0; i < part.size(); ++i) {
+    double want = 0, magnitude = 0;
+    for (int r = 0; r < n; ++r) want += input(r, offset + i), magnitude += std::fabs(input(r, offset + i));
+    REQUIRE(std::fabs(part[i] - want) <= tolerance<double>(n, magnitude));
+  }
+
+  for (int root = 0; root < n; ++root) {
+    std::vector<std::int64_t> data(5, me == root ? 1000 + root : -1);
+    comm.broadcast(data.data(), data.size(), root);
+    for (std::int64_t v : data) REQUIRE(v == 1000 + root);
+  }
+  comm.barrier();
+}
+
+TEST_CASE("MPI send and recv around a ring, buffered, in order per tag", "[mpi]") {
+  auto comm = world();
+  const int n = comm.size(), me = comm.rank();
+  if (n < 2) return;
+  const int next = (me + 1) % n, prev = (me + n - 1) % n;
+  // Several messages sent before any is received: sends must not block.
+  for (int k = 0; k < 3; ++k) {
+    std::vector<bfloat16> msg(4 + std::size_t(k), bfloat16(float(me * 10 + k)));
+    comm.send(msg.data(), msg.size(), next, 7);
+  }
+  for (int k = 0; k < 3; ++k) {
+    std::vector<bfloat16> got(4 + std::size_t(k));
+    comm.recv(got.data(), got.size(), prev, 7);
+    for (bfloat16 v : got) REQUIRE(float(v) == float(prev * 10 + k));
+  }
+  std::vector<float> wrong(3);
+  comm.send(wrong.data(), 2, next, 8);
+  REQUIRE_THROWS_AS(comm.recv(wrong.data(), 3, prev, 8), CollectiveMismatch);
+  comm.barrier();
+}
+
+TEST_CASE("MPI sub-communicators arrange TP x PP groups", "[mpi]") {
+  auto comm = world();
+  const int n = comm.size();
+  for (int tp = 1; tp <= n; ++tp) {
+    if (n % tp != 0) continue;
+    const ParallelLayout layout{tp, n / tp};
+    ParallelGroups<MpiBackend> groups(comm, layout);
+    const int w = comm.rank();
+    REQUIRE(groups.tp().size() == tp);
+    REQUIRE(groups.pp().size() == n / tp);
+    std::vector<int> tp_members(static_cast<std::size_t>(tp)), pp_members(static_cast<std::size_t>(n / tp));
+    groups.tp().all_gather(&w, 1, tp_members.data());
+    groups.pp().all_gather(&w, 1, pp_members.data());
+    for (int r = 0; r < tp; ++r) REQUIRE(tp_members[std::size_t(r)] == layout.world_rank(w / tp, r));
+    for (int s = 0; s < n / tp; ++s) REQUIRE(pp_members[std::size_t(s)] == layout.world_rank(s, w % tp));
+    // A reduction inside each TP group sums only that group.
+    int one = 1, sum = 0;
+    groups.tp().all_reduce(&one, &sum, 1);
+    REQUIRE(sum == tp);
+  }
+}
+
+TEST_CASE("MPI collectives that disagree across ranks are reported on every rank, naming them", "[mpi]") {
+  auto comm = world();
+  if (comm.size() < 2) return;
+  std::vector<float> x(4, 1.0f);
+  const std::size_t count = comm.rank() == 1 ? 3 : 4;
+  REQUIRE_THROWS_WITH(comm.all_reduce(x.data(), count),
+                      Catch::Contains("rank 1 (world rank 1) called all_reduce(count 3, f32)") ||
+                          Catch::Contains("but rank 0 (world rank 0) called all_reduce(count 4, f32)"));
+  if (comm.rank() == 0)
+    REQUIRE_THROWS_WITH(comm.broadcast(x.data(), 4, 0), Catch::Contains("called barrier"));
+  else
+    REQUIRE_THROWS_AS(comm.barrier(), CollectiveMismatch);
+  // The mismatch was caught before any data moved: the communicator still works.
+  comm.all_reduce(x.data(), 4);
+  REQUIRE(x[0] == float(comm.size()));
+}
