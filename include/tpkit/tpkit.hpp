@@ -3,6 +3,7 @@
 
 #include "tpkit/attention/paged_attention_host.hpp"
 #include "tpkit/comm/backend.hpp"
+#include "tpkit/comm/bootstrap.hpp"
 #include "tpkit/comm/communicator.hpp"
 #include "tpkit/comm/fault.hpp"
 #include "tpkit/comm/mock.hpp"

@@ -1,0 +1,297 @@
+// tpkit/comm/bootstrap.hpp: how the ranks of a job find each other without MPI: torchrun-style
+// environment variables and a small TCP rendezvous at MASTER_ADDR:MASTER_PORT.
+//
+// Used to exchange what a communicator needs before it exists (the NCCL unique id, each rank's
+// host) under torchrun-style launchers, Slurm's srun, or plain scripts. Every wait has a
+// deadline, and a failure names the ranks involved: a rank that never connects is reported
+// to every rank that did. POSIX sockets (Linux, macOS).
+#pragma once
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "tpkit/core/error.hpp"
+
+namespace tpkit {
+
+// Where this rank is in the job, and where rank 0 listens.
+struct BootstrapInfo {
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  int rank = 0, world_size = 1, local_rank = 0;
+};
+
+// From torchrun's variables (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK), falling
+// back to Slurm's (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID) and Open MPI's for the ranks.
+// MASTER_ADDR and MASTER_PORT are required when WORLD_SIZE > 1.
+inline BootstrapInfo bootstrap_from_env() {
+  const auto get = [](std::initializer_list<const char*> names) -> const char* {
+    for (const char* n : names)
+      if (const char* v = std::getenv(n)) return v;
+    return nullptr;
+  };
+  const auto integer = [](const char* name, const char* v) {
+    char* end = nullptr;
+    const long x = std::strtol(v, &end, 10);
+    if (!*v || *end || x < 0 || x > (1 << 30)) throw InvalidArgument(std::string("bootstrap: ") + name + "=\"" + v + "\" is not a valid number");
+    return int(x);
+  };
+  BootstrapInfo info;
+  if (const char* v = get({"WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"})) info.world_size = integer("WORLD_SIZE", v);
+  if (const char* v = get({"RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"})) info.rank = integer("RANK", v);
+  if (const char* v = get({"LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK"}))
+    info.local_rank = integer("LOCAL_RANK", v);
+  const char* addr = get({"MASTER_ADDR"});
+  const char* port = get({"MASTER_PORT"});
+  TPKIT_REQUIRE(info.world_size >= 1 && info.rank < info.world_size, "bootstrap: RANK (", info.rank,
+                ") must be below WORLD_SIZE (", info.world_size, ")");
+  TPKIT_REQUIRE(info.world_size == 1 || (addr && port), "bootstrap: WORLD_SIZE is ", info.world_size,
+                " but MASTER_ADDR and MASTER_PORT are not both set");
+  if (addr) info.master_addr = addr;
+  if (port) info.master_port = integer("MASTER_PORT", port);
+  return info;
+}
+
+namespace bootstrap_detail {
+constexpr std::uint32_t kMagic = 0x74706b31;  // "tpk1"
+
+struct Socket {
+  int fd = -1;
+  Socket() = default;
+  explicit Socket(int f) : fd(f) {}
+  Socket(Socket&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+  Socket& operator=(Socket&& o) noexcept {
+    if (this != &o) {
+      close();
+      fd = std::exchange(o.fd, -1);
+    }
+    return *this;
+  }
+  ~Socket() { close(); }
+  void close() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+};
+
+using Clock = std::chrono::steady_clock;
+
+inline int remaining_ms(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left > 0 ? int(left) : 0;
+}
+
+// Reads or writes exactly n bytes before the deadline; false on timeout or a closed peer.
+inline bool transfer(int fd, void* data, std::size_t n, bool write, Clock::time_point deadline) {
+  auto* p = static_cast<char*>(data);
+  while (n > 0) {
+    pollfd pfd{fd, short(write ? POLLOUT : POLLIN), 0};
+    const int ready = ::poll(&pfd, 1, remaining_ms(deadline));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) return false;
+    const ssize_t k = write ? ::send(fd, p, n, MSG_NOSIGNAL) : ::recv(fd, p, n, 0);
+    if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (k <= 0) return false;
+    p += k, n -= std::size_t(k);
+  }
+  return true;
+}
+
+inline bool send_blob(int fd, const std::string& blob, Clock::time_point deadline) {
+  const std::uint64_t n = blob.size();
+  return transfer(fd, const_cast<std::uint64_t*>(&n), 8, true, deadline) &&
+         transfer(fd, const_cast<char*>(blob.data()), blob.size(), true, deadline);
+}
+inline bool recv_blob(int fd, std::string& blob, Clock::time_point deadline) {
+  std::uint64_t n = 0;
+  if (!transfer(fd, &n, 8, false, deadline) || n > (std::uint64_t(1) << 30)) return false;
+  blob.resize(std::size_t(n));
+  return transfer(fd, blob.data(), blob.size(), false, deadline);
+}
+
+inline sockaddr_storage resolve(const std::string& host, int port, socklen_t& length) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
+  if (rc != 0 || !found)
+    throw CommError("bootstrap: cannot resolve MASTER_ADDR \"" + host + "\": " + ::gai_strerror(rc));
+  sockaddr_storage out{};
+  std::memcpy(&out, found->ai_addr, found->ai_addrlen);
+  length = found->ai_addrlen;
+  ::freeaddrinfo(found);
+  return out;
+}
+}  // namespace bootstrap_detail
+
+// The rendezvous: rank 0 listens, every other rank connects to it. Collective operations go
+// through rank 0 (fine for the few small messages a bootstrap exchanges).
+class TcpRendezvous {
+ public:
+  TcpRendezvous(const BootstrapInfo& info, std::chrono::milliseconds timeout) : info_(info), timeout_(timeout) {
+    using namespace bootstrap_detail;
+    const auto deadline = Clock::now() + timeout_;
+    socklen_t length = 0;
+    const sockaddr_storage addr = resolve(info.master_addr, info.master_port, length);
+    const std::string where = info.master_addr + ":" + std::to_string(info.master_port);
+    if (info.world_size == 1) return;
+    if (info.rank == 0) {
+      Socket listener(::socket(addr.ss_family, SOCK_STREAM, 0));
+      const int on = 1;
+      ::setsockopt(listener.fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+      if (listener.fd < 0 || ::bind(listener.fd, reinterpret_cast<const sockaddr*>(&addr), length) != 0 ||
+          ::listen(listener.fd, 128) != 0)
+        throw CommError("bootstrap: rank 0 cannot listen on " + where + ": " + std::strerror(errno));
+      peers_.resize(static_cast<std::size_t>(info.world_size));
+      int joined = 1;
+      while (joined < info.world_size) {
+        pollfd pfd{listener.fd, POLLIN, 0};
+        if (::poll(&pfd, 1, remaining_ms(deadline)) <= 0) break;
+        Socket s(::accept(listener.fd, nullptr, nullptr));
+        if (s.fd < 0) continue;
+        std::uint32_t hello[3] = {0, 0, 0};  // magic, rank, world size
+        if (!transfer(s.fd, hello, sizeof hello, false, deadline) || hello[0] != kMagic) continue;
+        const int r = int(hello[1]);
+        if (int(hello[2]) != info.world_size || r <= 0 || r >= info.world_size || peers_[std::size_t(r)].fd >= 0) {
+          const std::string why = "rank " + std::to_string(r) + " joined with WORLD_SIZE " + std::to_string(hello[2]) +
+                                  (r > 0 && r < info.world_size && peers_[std::size_t(r)].fd >= 0 ? " twice" : "") +
+                                  "; rank 0 has WORLD_SIZE " + std::to_string(info.world_size);
+          send_blob(s.fd, "-bootstrap at " + where + ": " + why, Clock::now() + std::chrono::seconds(1));
+          fail_all("bootstrap at " + where + ": " + why);
+        }
+        peers_[std::size_t(r)] = std::move(s);
+        ++joined;
+      }
+      if (joined < info.world_size) {
+        std::string missing;
+        for (int r = 1; r < info.world_size; ++r)
+          if (peers_[std::size_t(r)].fd < 0) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+        fail_all("bootstrap at " + where + ": rank(s) " + missing + " of " + std::to_string(info.world_size) +
+                     " did not connect within " + std::to_string(timeout_.count()) + " ms");
+      }
+      for (int r = 1; r < info.world_size; ++r) send_blob(peers_[std::size_t(r)].fd, "", deadline);  // all here
+    } else {
+      // Rank 0 may not be listening yet: retry until the deadline.
+      std::string last_error = "no answer";
+      while (true) {
+        Socket s(::socket(addr.ss_family, SOCK_STREAM, 0));
+        if (::connect(s.fd, reinterpret_cast<const sockaddr*>(&addr), length) == 0) {
+          const std::uint32_t hello[3] = {kMagic, std::uint32_t(info.rank), std::uint32_t(info.world_size)};
+          if (transfer(s.fd, const_cast<std::uint32_t*>(hello), sizeof hello, true, deadline)) {
+            root_ = std::move(s);
+            break;
+          }
+        }
+        last_error = std::strerror(errno);
+        if (Clock::now() >= deadline)
+          throw CommError("bootstrap: rank " + std::to_string(info.rank) + " could not reach rank 0 at " + where +
+                          " within " + std::to_string(timeout_.count()) + " ms (" + last_error + ")");
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      // Rank 0 answers once everyone has joined: an empty blob, or the reason it gave up.
+      expect_ok(verdict_deadline(), "the other ranks to join");
+    }
+  }
+
+  int rank() const { return info_.rank; }
+  int size() const { return info_.world_size; }
+
+  // Every rank's `mine`, in rank order.
+  std::vector<std::string> all_gather(const std::string& mine) {
+    using namespace bootstrap_detail;
+    const auto deadline = Clock::now() + timeout_;
+    std::vector<std::string> all(static_cast<std::size_t>(size()));
+    all[std::size_t(rank())] = mine;
+    if (size() == 1) return all;
+    if (rank() == 0) {
+      for (int r = 1; r < size(); ++r)
+        if (!recv_blob(peers_[std::size_t(r)].fd, all[std::size_t(r)], deadline))
+          fail_all("bootstrap all_gather: rank " + std::to_string(r) + " sent nothing within " +
+                   std::to_string(timeout_.count()) + " ms (stalled or exited)");
+      std::string packed;
+      for (const std::string& s : all) packed += std::to_string(s.size()) + ":" + s;
+      for (int r = 1; r < size(); ++r) send_blob(peers_[std::size_t(r)].fd, "+" + packed, deadline);
+      return all;
+    }
+    if (!send_blob(root_.fd, mine, deadline)) lost_root("all_gather");
+    const std::string packed = expect_ok(verdict_deadline(), "all_gather");
+    std::size_t at = 0;
+    for (auto& s : all) {
+      const std::size_t colon = packed.find(':', at);
+      const std::size_t n = std::stoull(packed.substr(at, colon - at));
+      s = packed.substr(colon + 1, n);
+      at = colon + 1 + n;
+    }
+    return all;
+  }
+
+  // Rank 0's `data` on every rank.
+  std::string broadcast(const std::string& data) {
+    using namespace bootstrap_detail;
+    const auto deadline = Clock::now() + timeout_;
+    if (size() == 1) return data;
+    if (rank() == 0) {
+      for (int r = 1; r < size(); ++r)
+        if (!send_blob(peers_[std::size_t(r)].fd, "+" + data, deadline))
+          fail_all("bootstrap broadcast: rank " + std::to_string(r) + " is gone");
+      return data;
+    }
+    return expect_ok(verdict_deadline(), "broadcast");
+  }
+
+  void barrier() { all_gather(""); }
+
+ private:
+  // Rank 0: tells every connected rank why the bootstrap failed, then throws it.
+  [[noreturn]] void fail_all(const std::string& why) {
+    const auto deadline = bootstrap_detail::Clock::now() + std::chrono::seconds(1);
+    for (auto& p : peers_)
+      if (p.fd >= 0) bootstrap_detail::send_blob(p.fd, "-" + why, deadline);
+    throw CollectiveTimeout(why);
+  }
+  // A rank waiting for rank 0's answer allows rank 0 its own timeout to find a missing rank,
+  // and time to say so, so that every rank reports the same cause.
+  bootstrap_detail::Clock::time_point verdict_deadline() const {
+    return bootstrap_detail::Clock::now() + 2 * timeout_ + std::chrono::seconds(1);
+  }
+  [[noreturn]] void lost_root(const char* what) {
+    throw CollectiveTimeout("bootstrap " + std::string(what) + ": rank " + std::to_string(rank()) +
+                            " lost its connection to rank 0 at " + info_.master_addr + ":" +
+                            std::to_string(info_.master_port) + " (rank 0 exited or failed)");
+  }
+  // Non-root: rank 0's answer: "+payload", or "-reason" (thrown).
+  std::string expect_ok(bootstrap_detail::Clock::time_point deadline, const char* waiting_for) {
+    std::string answer;
+    if (!bootstrap_detail::recv_blob(root_.fd, answer, deadline)) {
+      if (bootstrap_detail::Clock::now() >= deadline)
+        throw CollectiveTimeout("bootstrap: rank " + std::to_string(rank()) + " waited " +
+                                std::to_string(timeout_.count()) + " ms for rank 0 (" + waiting_for + ")");
+      lost_root(waiting_for);
+    }
+    if (!answer.empty() && answer[0] == '-') throw CollectiveTimeout(answer.substr(1));
+    return answer.empty() ? answer : answer.substr(1);
+  }
+
+  BootstrapInfo info_;
+  std::chrono::milliseconds timeout_;
+  std::vector<bootstrap_detail::Socket> peers_;  // rank 0: one per other rank
+  bootstrap_detail::Socket root_;                // other ranks: to rank 0
+};
+
+}  // namespace tpkit

@@ -1,0 +1,342 @@
+// tpkit/comm/nccl.hpp: NcclBackend, a Communicator backend over NCCL for device buffers.
+// Needs <cuda_runtime.h> and <nccl.h> (link CUDA::cudart and nccl). Not included by tpkit.hpp.
+//
+// Every operation is enqueued on the backend's CUDA stream and returns at once, so a decode
+// step can be captured in a CUDA graph. A world of size 1 makes no NCCL call at all (copies
+// only). Communicators are created non-blocking and every NCCL call's result is checked. A
+// watchdog thread polls each communicator's asynchronous error state and aborts the
+// communicator when NCCL reports one (a dead peer, a network failure), so that stream work
+// fails instead of hanging; synchronize() waits for the stream against the timeout and
+// aborts on expiry, naming the communicator and the last operation enqueued.
+//
+// Status: compiled in CI; run only where a GPU is lent (see docs/distributed.md).
+#pragma once
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "tpkit/comm/backend.hpp"
+#include "tpkit/comm/bootstrap.hpp"
+#include "tpkit/comm/communicator.hpp"
+#include "tpkit/core/dtype.hpp"
+#include "tpkit/core/error.hpp"
+
+namespace tpkit {
+
+struct NcclOptions {
+  std::chrono::milliseconds timeout{30000};               // communicator creation, synchronize()
+  std::chrono::milliseconds watchdog_period{100};         // how often asynchronous errors are polled
+};
+
+namespace nccl_detail {
+
+inline void check_cuda(cudaError_t e, const std::string& what) {
+  if (e != cudaSuccess) throw CommError("CUDA: " + what + " failed: " + cudaGetErrorString(e));
+}
+
+inline ncclDataType_t type_of(DType t) {
+  switch (t) {
+    case DType::f32:
+      return ncclFloat32;
+    case DType::f64:
+      return ncclFloat64;
+    case DType::f16:
+      return ncclFloat16;
+    case DType::bf16:
+      return ncclBfloat16;
+    case DType::i32:
+      return ncclInt32;
+    case DType::i64:
+      return ncclInt64;
+    case DType::u8:
+      return ncclUint8;
+  }
+  return ncclUint8;
+}
+
+// Aborts every registered communicator when one of them reports an asynchronous error.
+class Watchdog {
+ public:
+  explicit Watchdog(std::chrono::milliseconds period) : period_(period), thread_([this] { loop(); }) {}
+  ~Watchdog() {
+    stop_ = true;
+    thread_.join();
+  }
+  void add(ncclComm_t c) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    comms_.push_back(c);
+  }
+  void remove(ncclComm_t c) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& x : comms_)
+      if (x == c) x = nullptr;
+  }
+  std::string error() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return error_;
+  }
+
+ private:
+  void loop() {
+    while (!stop_) {
+      std::this_thread::sleep_for(period_);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_.empty()) continue;
+      for (ncclComm_t c : comms_) {
+        ncclResult_t state = ncclSuccess;
+        if (!c || ncclCommGetAsyncError(c, &state) != ncclSuccess) continue;
+        if (state == ncclSuccess || state == ncclInProgress) continue;
+        error_ = std::string("NCCL reported an asynchronous error (") + ncclGetErrorString(state) +
+                 "): a peer failed or the network broke; the communicators were aborted";
+        for (ncclComm_t& a : comms_)
+          if (a) ncclCommAbort(a), a = nullptr;
+        break;
+      }
+    }
+  }
+
+  std::chrono::milliseconds period_;
+  std::mutex mutex_;
+  std::vector<ncclComm_t> comms_;
+  std::string error_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+struct Comm {
+  ncclComm_t comm = nullptr;
+  std::shared_ptr<Watchdog> watchdog;
+  ~Comm() {
+    if (!comm) return;
+    watchdog->remove(comm);
+    if (watchdog->error().empty()) ncclCommDestroy(comm);
+  }
+};
+
+}  // namespace nccl_detail
+
+class NcclBackend {
+ public:
+  // A unique id for a new world: created by rank 0 and given to every rank (through MPI, or
+  // TcpRendezvous::broadcast).
+  static ncclUniqueId unique_id() {
+    ncclUniqueId id;
+    check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    return id;
+  }
+
+  // The world of `size` ranks; this process is `rank` and uses the current CUDA device.
+  static NcclBackend create(const ncclUniqueId& id, int rank, int size, cudaStream_t stream, NcclOptions options = {}) {
+    TPKIT_REQUIRE(size >= 1 && rank >= 0 && rank < size, "NCCL: rank ", rank, " must be in [0, ", size, ")");
+    auto watchdog = std::make_shared<nccl_detail::Watchdog>(options.watchdog_period);
+    auto comm = std::make_shared<nccl_detail::Comm>();
+    comm->watchdog = watchdog;
+    if (size > 1) {
+      ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+      config.blocking = 0;  // creation polled against the timeout instead of blocking forever
+      ncclResult_t rc = ncclCommInitRankConfig(&comm->comm, size, id, rank, &config);
+      settle(comm->comm, rc, "ncclCommInitRankConfig (world of " + std::to_string(size) + ")", options.timeout);
+      watchdog->add(comm->comm);
+    }
+    return NcclBackend(std::move(comm), rank, size, stream, options, "world");
+  }
+
+  // The world from torchrun-style variables (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE,
+  // LOCAL_RANK) or Slurm's: rank 0's unique id travels through the TCP rendezvous, and each
+  // process takes the GPU LOCAL_RANK.
+  static NcclBackend create_from_env(cudaStream_t stream, NcclOptions options = {}) {
+    const BootstrapInfo info = bootstrap_from_env();
+    nccl_detail::check_cuda(cudaSetDevice(info.local_rank), "cudaSetDevice(LOCAL_RANK)");
+    TcpRendezvous rendezvous(info, options.timeout);
+    std::string id_bytes(sizeof(ncclUniqueId), '\0');
+    if (info.rank == 0) {
+      const ncclUniqueId id = unique_id();
+      std::memcpy(id_bytes.data(), &id, sizeof id);
+    }
+    id_bytes = rendezvous.broadcast(id_bytes);
+    ncclUniqueId id;
+    std::memcpy(&id, id_bytes.data(), sizeof id);
+    return create(id, info.rank, info.world_size, stream, options);
+  }
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  cudaStream_t stream() const { return stream_; }
+
+  void all_reduce(const void* send, void* recv, std::size_t count, DType t, ReduceOp op) {
+    last_ = "all_reduce";
+    if (size_ == 1) return copy(send, recv, count * dtype_size(t));
+    call(ncclAllReduce(send, recv, count, nccl_detail::type_of(t), op_of(op), comm_->comm, stream_), "ncclAllReduce");
+  }
+
+  void all_gather(const void* send, void* recv, const std::size_t* counts, DType t) {
+    last_ = "all_gather";
+    const std::size_t element = dtype_size(t);
+    if (size_ == 1) return copy(send, recv, counts[0] * element);
+    if (equal(counts)) {
+      call(ncclAllGather(send, recv, counts[0], nccl_detail::type_of(t), comm_->comm, stream_), "ncclAllGather");
+      return;
+    }
+    // Unequal shards: NCCL has no all-gather-v; grouped point-to-point does it in one launch.
+    call(ncclGroupStart(), "ncclGroupStart");
+    std::size_t offset = 0;
+    for (int r = 0; r < size_; ++r) {
+      auto* dst = static_cast<unsigned char*>(recv) + offset * element;
+      if (r == rank_) {
+        copy(send, dst, counts[r] * element);
+      } else {
+        call(ncclSend(send, counts[rank_], nccl_detail::type_of(t), r, comm_->comm, stream_), "ncclSend");
+        call(ncclRecv(dst, counts[r], nccl_detail::type_of(t), r, comm_->comm, stream_), "ncclRecv");
+      }
+      offset += counts[r];
+    }
+    call(ncclGroupEnd(), "ncclGroupEnd");
+  }
+
+  void reduce_scatter(const void* send, void* recv, const std::size_t* counts, DType t, ReduceOp op) {
+    last_ = "reduce_scatter";
+    const std::size_t element = dtype_size(t);
+    if (size_ == 1) return copy(send, recv, counts[0] * element);
+    if (equal(counts)) {
+      call(ncclReduceScatter(send, recv, counts[0], nccl_detail::type_of(t), op_of(op), comm_->comm, stream_),
+           "ncclReduceScatter");
+      return;
+    }
+    call(ncclGroupStart(), "ncclGroupStart");
+    std::size_t offset = 0;
+    for (int r = 0; r < size_; ++r) {
+      const auto* src = static_cast<const unsigned char*>(send) + offset * element;
+      call(ncclReduce(src, r == rank_ ? recv : const_cast<unsigned char*>(src), counts[r], nccl_detail::type_of(t),
+                      op_of(op), r, comm_->comm, stream_),
+           "ncclReduce");
+      offset += counts[r];
+    }
+    call(ncclGroupEnd(), "ncclGroupEnd");
+  }
+
+  void broadcast(void* data, std::size_t count, DType t, int root) {
+    last_ = "broadcast";
+    if (size_ == 1) return;
+    call(ncclBroadcast(data, data, count, nccl_detail::type_of(t), root, comm_->comm, stream_), "ncclBroadcast");
+  }
+
+  void send(const void* data, std::size_t count, DType t, int peer, int) {
+    last_ = "send to rank " + std::to_string(peer);
+    call(ncclSend(data, count, nccl_detail::type_of(t), peer, comm_->comm, stream_), "ncclSend");
+  }
+  void recv(void* data, std::size_t count, DType t, int peer, int) {
+    last_ = "recv from rank " + std::to_string(peer);
+    call(ncclRecv(data, count, nccl_detail::type_of(t), peer, comm_->comm, stream_), "ncclRecv");
+  }
+
+  // A host barrier: a one-element all-reduce, then synchronize().
+  void barrier() {
+    if (size_ > 1) {
+      if (!scratch_) {
+        void* p = nullptr;
+        nccl_detail::check_cuda(cudaMalloc(&p, sizeof(float)), "cudaMalloc");
+        scratch_ = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+      }
+      all_reduce(scratch_.get(), scratch_.get(), 1, DType::f32, ReduceOp::sum);
+    }
+    last_ = "barrier";
+    synchronize();
+  }
+
+  // Collective: ranks that pass the same color form a group, ordered by (key, rank).
+  NcclBackend split(int color, int key) {
+    const std::string name = name_ + "/" + std::to_string(color);
+    auto comm = std::make_shared<nccl_detail::Comm>();
+    comm->watchdog = comm_->watchdog;
+    if (size_ == 1) return NcclBackend(std::move(comm), 0, 1, stream_, options_, name);
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    settle(comm->comm, ncclCommSplit(comm_->comm, color, key, &comm->comm, &config), "ncclCommSplit", options_.timeout);
+    int rank = 0, size = 1;
+    check(ncclCommUserRank(comm->comm, &rank), "ncclCommUserRank");
+    check(ncclCommCount(comm->comm, &size), "ncclCommCount");
+    comm->watchdog->add(comm->comm);
+    return NcclBackend(std::move(comm), rank, size, stream_, options_, name);
+  }
+
+  // Waits for this backend's stream; on timeout aborts the communicator and throws.
+  void synchronize() {
+    const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+    while (true) {
+      const cudaError_t e = cudaStreamQuery(stream_);
+      if (e == cudaSuccess) return;
+      if (e != cudaErrorNotReady) nccl_detail::check_cuda(e, "cudaStreamQuery after " + last_);
+      const std::string async = comm_->watchdog->error();
+      if (!async.empty()) throw RankAborted("NCCL communicator '" + name_ + "': " + async);
+      if (std::chrono::steady_clock::now() >= deadline) {
+        if (comm_->comm) ncclCommAbort(comm_->comm), comm_->watchdog->remove(comm_->comm), comm_->comm = nullptr;
+        throw CollectiveTimeout("NCCL communicator '" + name_ + "', rank " + std::to_string(rank_) + ": " + last_ +
+                                " did not complete within " + std::to_string(options_.timeout.count()) +
+                                " ms (a peer stalled, exited or never entered it); the communicator was aborted");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+ private:
+  NcclBackend(std::shared_ptr<nccl_detail::Comm> comm, int rank, int size, cudaStream_t stream, NcclOptions options,
+              std::string name)
+      : comm_(std::move(comm)), rank_(rank), size_(size), stream_(stream), options_(options), name_(std::move(name)) {}
+
+  static void check(ncclResult_t rc, const std::string& what) {
+    if (rc != ncclSuccess && rc != ncclInProgress)
+      throw CommError("NCCL: " + what + " failed: " + ncclGetErrorString(rc) + " (" + ncclGetLastError(nullptr) + ")");
+  }
+  // Non-blocking communicators answer ncclInProgress until the call has settled.
+  static void settle(ncclComm_t comm, ncclResult_t rc, const std::string& what, std::chrono::milliseconds timeout) {
+    check(rc, what);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    ncclResult_t state = rc;
+    while (state == ncclInProgress) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        ncclCommAbort(comm);
+        throw CollectiveTimeout("NCCL: " + what + " did not complete within " + std::to_string(timeout.count()) +
+                                " ms (a rank is missing or unreachable)");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+      check(ncclCommGetAsyncError(comm, &state), what);
+    }
+    check(state, what);
+  }
+  void call(ncclResult_t rc, const char* what) {
+    const std::string async = comm_->watchdog->error();
+    if (!async.empty()) throw RankAborted("NCCL communicator '" + name_ + "': " + async);
+    settle(comm_->comm, rc, what, options_.timeout);
+  }
+  static ncclRedOp_t op_of(ReduceOp op) { return op == ReduceOp::sum ? ncclSum : ncclMax; }
+  bool equal(const std::size_t* counts) const {
+    for (int r = 1; r < size_; ++r)
+      if (counts[r] != counts[0]) return false;
+    return true;
+  }
+  void copy(const void* src, void* dst, std::size_t bytes) {
+    if (src != dst && bytes)
+      nccl_detail::check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "cudaMemcpyAsync");
+  }
+
+  std::shared_ptr<nccl_detail::Comm> comm_;
+  int rank_ = 0, size_ = 1;
+  cudaStream_t stream_ = nullptr;
+  NcclOptions options_;
+  std::string name_;
+  std::string last_ = "nothing";
+  std::shared_ptr<void> scratch_;
+};
+
+}  // namespace tpkit
