@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The MPI engine across two "hosts": two network namespaces joined by a veth pair, 2 ranks in
+# each, launched by mpirun through an agent that enters the other namespace (as ssh would
+# reach another machine). Needs root (ip netns, unshare); exits 77 (skipped) where it cannot
+# create them.
+#   two_hosts.sh TEST_MPI_ENGINE TPKIT_GENERATE MODEL.bin
+set -uo pipefail
+engine_test=$1 generate=$2 model=$3
+here=$(cd "$(dirname "$0")" && pwd)
+export TPKIT_NETNS_A=tpkit-a-$$ TPKIT_NETNS_B=tpkit-b-$$ TPKIT_NETNS_IP_B=10.77.0.2
+veth_a=tpa$$ veth_b=tpb$$
+cleanup() { ip netns del "$TPKIT_NETNS_A" 2>/dev/null; ip netns del "$TPKIT_NETNS_B" 2>/dev/null; }
+trap cleanup EXIT
+if ! { command -v ip && command -v unshare; } >/dev/null || [ "$(id -u)" != 0 ] ||
+   ! ip netns add "$TPKIT_NETNS_A" 2>/dev/null; then
+  echo "skipped: cannot create network namespaces here (needs root, ip and unshare)"
+  exit 77
+fi
+set -e
+ip netns add "$TPKIT_NETNS_B"
+ip link add "$veth_a" type veth peer name "$veth_b"
+ip link set "$veth_a" netns "$TPKIT_NETNS_A"
+ip link set "$veth_b" netns "$TPKIT_NETNS_B"
+ip -n "$TPKIT_NETNS_A" addr add 10.77.0.1/24 dev "$veth_a"
+ip -n "$TPKIT_NETNS_B" addr add 10.77.0.2/24 dev "$veth_b"
+for ns in "$TPKIT_NETNS_A" "$TPKIT_NETNS_B"; do ip -n "$ns" link set lo up; done
+ip -n "$TPKIT_NETNS_A" link set "$veth_a" up
+ip -n "$TPKIT_NETNS_B" link set "$veth_b" up
+
+# Every byte between the hosts goes over the veth pair (TCP); ranks on one host may share memory.
+mpirun=(mpirun --allow-run-as-root --oversubscribe --mca plm_rsh_agent "$here/netns-rsh.sh"
+        --mca btl tcp,vader,self --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24
+        --host 10.77.0.1:2,10.77.0.2:2 -np 4)
+on_host_a() { ip netns exec "$TPKIT_NETNS_A" unshare --uts sh -c 'hostname tpkit-host-a; exec "$@"' sh "$@"; }
+
+echo "== where the ranks run"
+on_host_a "${mpirun[@]}" sh -c 'echo "world rank $OMPI_COMM_WORLD_RANK on $(hostname)"' | sort
+echo "== the MPI engine tests, 4 ranks over 2 hosts"
+on_host_a "${mpirun[@]}" "$engine_test"
+echo "== tpkit-generate, TP 2 within each host x PP 2 across the hosts"
+out=$(on_host_a "${mpirun[@]}" "$generate" --model "$model" --tp 2 --pp 2 --max-tokens 24 --prompt "Once upon a time")
+echo "$out"
+grep -q "Once upon a time, there was a little girl named Lily" <<<"$out"
+echo "== a rank on host b stalls: the others name it within the timeout"
+set +e
+out=$(on_host_a "${mpirun[@]}" "$generate" --model "$model" --tp 2 --pp 2 --max-tokens 24 --prompt "Once" \
+      --comm-timeout-ms 1000 --fault stall:2:60:30000 2>&1)
+set -e
+echo "$out" | grep "tpkit-generate (world rank" | head -3
+grep -q "world rank(s) 2 did not respond" <<<"$out"
+echo "two hosts: passed"
