@@ -93,7 +93,8 @@ TEST_CASE("bootstrap: no rank 0, a WORLD_SIZE disagreement, a rank stalled mid-e
   SECTION("ranks disagree on WORLD_SIZE") {
     const int port = free_port();
     const auto errors = run_ranks({0, 1}, [&](int r) { TcpRendezvous rv(info(port, r, r == 0 ? 2 : 3), 2000ms); });
-    for (const auto& e : errors) REQUIRE_THAT(e, Catch::Contains("rank 1 joined with WORLD_SIZE 3; rank 0 has WORLD_SIZE 2"));
+    for (const auto& e : errors)
+      REQUIRE_THAT(e, Catch::Contains("rank 1 joined with WORLD_SIZE 3; rank 0 has WORLD_SIZE 2"));
   }
   SECTION("a rank stalls in all_gather") {
     const int port = free_port();
@@ -111,16 +112,17 @@ TEST_CASE("bootstrap: no rank 0, a WORLD_SIZE disagreement, a rank stalled mid-e
 }
 
 TEST_CASE("bootstrap_from_env reads torchrun's and Slurm's variables", "[bootstrap]") {
-  for (const char* v : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS",
-                        "SLURM_PROCID", "SLURM_LOCALID", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK",
-                        "OMPI_COMM_WORLD_LOCAL_RANK"})
+  for (const char* v :
+       {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID",
+        "SLURM_LOCALID", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"})
     ::unsetenv(v);
   REQUIRE(bootstrap_from_env().world_size == 1);
   ::setenv("WORLD_SIZE", "4", 1), ::setenv("RANK", "3", 1), ::setenv("LOCAL_RANK", "1", 1);
   REQUIRE_THROWS_WITH(bootstrap_from_env(), Catch::Contains("MASTER_ADDR and MASTER_PORT are not both set"));
   ::setenv("MASTER_ADDR", "node7", 1), ::setenv("MASTER_PORT", "29511", 1);
   BootstrapInfo b = bootstrap_from_env();
-  REQUIRE((b.rank == 3 && b.world_size == 4 && b.local_rank == 1 && b.master_addr == "node7" && b.master_port == 29511));
+  REQUIRE(
+      (b.rank == 3 && b.world_size == 4 && b.local_rank == 1 && b.master_addr == "node7" && b.master_port == 29511));
   ::unsetenv("WORLD_SIZE"), ::unsetenv("RANK"), ::unsetenv("LOCAL_RANK");
   ::setenv("SLURM_NTASKS", "8", 1), ::setenv("SLURM_PROCID", "5", 1), ::setenv("SLURM_LOCALID", "1", 1);
   b = bootstrap_from_env();

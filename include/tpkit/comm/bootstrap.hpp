@@ -48,11 +48,13 @@ inline BootstrapInfo bootstrap_from_env() {
   const auto integer = [](const char* name, const char* v) {
     char* end = nullptr;
     const long x = std::strtol(v, &end, 10);
-    if (!*v || *end || x < 0 || x > (1 << 30)) throw InvalidArgument(std::string("bootstrap: ") + name + "=\"" + v + "\" is not a valid number");
+    if (!*v || *end || x < 0 || x > (1 << 30))
+      throw InvalidArgument(std::string("bootstrap: ") + name + "=\"" + v + "\" is not a valid number");
     return int(x);
   };
   BootstrapInfo info;
-  if (const char* v = get({"WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"})) info.world_size = integer("WORLD_SIZE", v);
+  if (const char* v = get({"WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"}))
+    info.world_size = integer("WORLD_SIZE", v);
   if (const char* v = get({"RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"})) info.rank = integer("RANK", v);
   if (const char* v = get({"LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK"}))
     info.local_rank = integer("LOCAL_RANK", v);
@@ -183,7 +185,7 @@ class TcpRendezvous {
         for (int r = 1; r < info.world_size; ++r)
           if (peers_[std::size_t(r)].fd < 0) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
         fail_all("bootstrap at " + where + ": rank(s) " + missing + " of " + std::to_string(info.world_size) +
-                     " did not connect within " + std::to_string(timeout_.count()) + " ms");
+                 " did not connect within " + std::to_string(timeout_.count()) + " ms");
       }
       for (int r = 1; r < info.world_size; ++r) send_blob(peers_[std::size_t(r)].fd, "", deadline);  // all here
     } else {

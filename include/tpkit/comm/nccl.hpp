@@ -35,8 +35,8 @@
 namespace tpkit {
 
 struct NcclOptions {
-  std::chrono::milliseconds timeout{30000};               // communicator creation, synchronize()
-  std::chrono::milliseconds watchdog_period{100};         // how often asynchronous errors are polled
+  std::chrono::milliseconds timeout{30000};        // communicator creation, synchronize()
+  std::chrono::milliseconds watchdog_period{100};  // how often asynchronous errors are polled
 };
 
 namespace nccl_detail {
