@@ -3,13 +3,14 @@
 # each, launched by mpirun through an agent that enters the other namespace (as ssh would
 # reach another machine). Needs root (ip netns, unshare); exits 77 (skipped) where it cannot
 # create them.
-#   two_hosts.sh TEST_MPI_ENGINE TPKIT_GENERATE MODEL.bin
+#   two_hosts.sh TEST_MPI_ENGINE TPKIT_GENERATE MODEL.bin BOOTSTRAP_PROBE
 set -uo pipefail
-engine_test=$1 generate=$2 model=$3
+engine_test=$1 generate=$2 model=$3 probe=$4
 here=$(cd "$(dirname "$0")" && pwd)
 export TPKIT_NETNS_A=tpkit-a-$$ TPKIT_NETNS_B=tpkit-b-$$ TPKIT_NETNS_IP_B=10.77.0.2
 veth_a=tpa$$ veth_b=tpb$$
-cleanup() { ip netns del "$TPKIT_NETNS_A" 2>/dev/null; ip netns del "$TPKIT_NETNS_B" 2>/dev/null; }
+tmp=$(mktemp -d)
+cleanup() { ip netns del "$TPKIT_NETNS_A" 2>/dev/null; ip netns del "$TPKIT_NETNS_B" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 if ! { command -v ip && command -v unshare; } >/dev/null || [ "$(id -u)" != 0 ] ||
    ! ip netns add "$TPKIT_NETNS_A" 2>/dev/null; then
@@ -48,4 +49,24 @@ out=$(on_host_a "${mpirun[@]}" "$generate" --model "$model" --tp 2 --pp 2 --max-
 set -e
 echo "$out" | grep "tpkit-generate (world rank" | head -3
 grep -q "world rank(s) 2 did not respond" <<<"$out"
+echo "== torchrun-style bootstrap, no launcher: ranks 0, 1 on host a, ranks 2, 3 on host b"
+on_host() {  # NAMESPACE HOSTNAME RANK WORLD_SIZE: one probe process
+  ip netns exec "$1" unshare --uts env MASTER_ADDR=10.77.0.1 MASTER_PORT=29533 RANK="$3" WORLD_SIZE="$4" \
+    sh -c "hostname $2; exec $probe"
+}
+pids=()
+for r in 0 1; do on_host "$TPKIT_NETNS_A" tpkit-host-a $r 4 >"$tmp/probe$r" & pids+=($!); done
+for r in 2 3; do on_host "$TPKIT_NETNS_B" tpkit-host-b $r 4 >"$tmp/probe$r" & pids+=($!); done
+for p in "${pids[@]}"; do wait "$p"; done
+cat "$tmp"/probe*
+for r in 0 1 2 3; do
+  grep -q "rank $r of 4: tpkit-host-a tpkit-host-a tpkit-host-b tpkit-host-b id id-from-rank-0" "$tmp/probe$r"
+done
+echo "== the same with rank 3 (host b) missing: every rank that joined names it"
+pids=()
+for r in 0 1; do on_host "$TPKIT_NETNS_A" tpkit-host-a $r 4 >"$tmp/probe$r" & pids+=($!); done
+on_host "$TPKIT_NETNS_B" tpkit-host-b 2 4 >"$tmp/probe2" & pids+=($!)
+for p in "${pids[@]}"; do wait "$p" || true; done
+cat "$tmp/probe0" "$tmp/probe1" "$tmp/probe2"
+for r in 0 1 2; do grep -q "rank(s) 3 of 4 did not connect within 2000 ms" "$tmp/probe$r"; done
 echo "two hosts: passed"
