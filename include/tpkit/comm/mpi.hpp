@@ -82,14 +82,23 @@ struct Shared {
     std::vector<unsigned char> bytes;
   };
   std::list<PendingSend> sends;  // buffered sends in flight (list: the buffers never move)
+  std::list<PendingSend> spare;  // completed ones, whose buffers the next sends reuse
 
-  // Completed sends release their buffers.
+  // Completed sends hand their buffers back.
   void progress_sends() {
     for (auto it = sends.begin(); it != sends.end();) {
       int done = 0;
       MPI_Test(&it->request, &done, MPI_STATUS_IGNORE);
-      it = done ? sends.erase(it) : std::next(it);
+      const auto next = std::next(it);
+      if (done) spare.splice(spare.end(), sends, it);
+      it = next;
     }
+  }
+  // A send slot, reusing a completed one's node and capacity when there is one.
+  PendingSend& new_send() {
+    if (spare.empty()) return sends.emplace_back();
+    sends.splice(sends.end(), spare, spare.begin());
+    return sends.back();
   }
 
   ~Shared() {
@@ -158,7 +167,7 @@ class MpiBackend {
     mpi_detail::check(MPI_Iallreduce(send == recv ? MPI_IN_PLACE : send, recv, to_int(count), type_of(t), op_of(t, op),
                                      comm_->comm, &request),
                       "MPI_Iallreduce");
-    wait(request, describe("all_reduce", count, t));
+    wait(request, [&] { return describe("all_reduce", count, t); });
   }
 
   void all_gather(const void* send, void* recv, const std::size_t* counts, DType t) {
@@ -169,7 +178,7 @@ class MpiBackend {
     mpi_detail::check(MPI_Iallgatherv(send, counts_int[std::size_t(rank_)], type_of(t), recv, counts_int.data(),
                                       displs.data(), type_of(t), comm_->comm, &request),
                       "MPI_Iallgatherv");
-    wait(request, describe("all_gather", total, t));
+    wait(request, [&] { return describe("all_gather", total, t); });
   }
 
   void reduce_scatter(const void* send, void* recv, const std::size_t* counts, DType t, ReduceOp op) {
@@ -180,28 +189,28 @@ class MpiBackend {
     mpi_detail::check(
         MPI_Ireduce_scatter(send, recv, counts_int.data(), type_of(t), op_of(t, op), comm_->comm, &request),
         "MPI_Ireduce_scatter");
-    wait(request, describe("reduce_scatter", total, t));
+    wait(request, [&] { return describe("reduce_scatter", total, t); });
   }
 
   void broadcast(void* data, std::size_t count, DType t, int root) {
     begin("broadcast", Signature{4, count, t, root, 0});
     MPI_Request request;
     mpi_detail::check(MPI_Ibcast(data, to_int(count), type_of(t), root, comm_->comm, &request), "MPI_Ibcast");
-    wait(request, describe("broadcast", count, t) + " from rank " + std::to_string(root));
+    wait(request, [&] { return describe("broadcast", count, t) + " from rank " + std::to_string(root); });
   }
 
   void barrier() {
     begin("barrier", Signature{5, 0, DType::u8, -1, 0});
     MPI_Request request;
     mpi_detail::check(MPI_Ibarrier(comm_->comm, &request), "MPI_Ibarrier");
-    wait(request, "barrier");
+    wait(request, [] { return std::string("barrier"); });
   }
 
   // Buffered: returns once the data is copied; the copy is released when the send completes.
   void send(const void* data, std::size_t count, DType t, int peer, int tag) {
     before_operation("send");
     const std::size_t bytes = count * dtype_size(t);
-    auto& s = shared_->sends.emplace_back();
+    auto& s = shared_->new_send();
     s.bytes.assign(static_cast<const unsigned char*>(data), static_cast<const unsigned char*>(data) + bytes);
     mpi_detail::check(MPI_Isend(s.bytes.data(), to_int(count), type_of(t), peer, tag, comm_->comm, &s.request),
                       "MPI_Isend");
@@ -212,14 +221,16 @@ class MpiBackend {
     before_operation("recv");
     MPI_Request request;
     mpi_detail::check(MPI_Irecv(data, to_int(count), type_of(t), peer, tag, comm_->comm, &request), "MPI_Irecv");
-    const std::string what =
-        "recv(from " + label(peer) + ", tag " + std::to_string(tag) + ", " + describe("", count, t).substr(1);
+    const auto what = [&] {
+      return "recv(from " + label(peer) + ", tag " + std::to_string(tag) + ", " + describe("", count, t).substr(1);
+    };
     MPI_Status status;
     wait(request, what, &status);
     int got = 0;
     MPI_Get_count(&status, type_of(t), &got);
     if (std::size_t(got) != count)
-      throw CollectiveMismatch(prefix() + what + " but " + label(peer) + " sent " + std::to_string(got) + " elements");
+      throw CollectiveMismatch(prefix() + what() + " but " + label(peer) + " sent " + std::to_string(got) +
+                               " elements");
   }
 
   // Collective: a group of the ranks that passed `color`, ordered by (key, rank).
@@ -314,8 +325,7 @@ class MpiBackend {
     MPI_Request request;
     mpi_detail::check(MPI_Iallgather(sig, 5, MPI_INT64_T, all.data(), 5, MPI_INT64_T, comm_->comm, &request),
                       "MPI_Iallgather");
-    const std::string call = std::string(what) + " #" + std::to_string(collectives_);
-    wait(request, call);
+    wait(request, [&] { return std::string(what) + " #" + std::to_string(collectives_); });
     static const char* const names[] = {"?", "all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier"};
     std::string differ;
     for (int r = 0; r < size(); ++r) {
@@ -332,18 +342,20 @@ class MpiBackend {
   }
 
   // Polls `request` until it completes or the timeout passes; then diagnoses and throws.
-  void wait(MPI_Request& request, const std::string& what, MPI_Status* status = nullptr) {
-    const auto start = std::chrono::steady_clock::now();
-    const auto deadline = start + shared_->options.timeout;
+  // `what()` describes the operation; it is built only for an error, not on the hot path.
+  template <class Describe>
+  void wait(MPI_Request& request, Describe&& what, MPI_Status* status = nullptr) {
+    const auto deadline = std::chrono::steady_clock::now() + shared_->options.timeout;
     for (int polls = 0;; ++polls) {
       int done = 0;
-      mpi_detail::check(MPI_Test(&request, &done, status ? status : MPI_STATUS_IGNORE), what);
+      const int rc = MPI_Test(&request, &done, status ? status : MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) mpi_detail::check(rc, what());
       if (done) return;
       if (std::chrono::steady_clock::now() >= deadline) break;
       // Spin briefly for low latency, then sleep so oversubscribed ranks leave cores to peers.
       if (polls > 200) std::this_thread::sleep_for(std::chrono::microseconds(polls > 2000 ? 200 : 20));
     }
-    diagnose_and_throw(what);
+    diagnose_and_throw(what());
   }
 
   // Tells every world rank what this one waits for, collects their reports for one more
@@ -353,7 +365,7 @@ class MpiBackend {
     const std::string mine = "on '" + name_ + "' in " + what;
     for (int r = 0; r < sh.world_size; ++r) {
       if (r == sh.world_rank) continue;
-      auto& s = sh.sends.emplace_back();
+      auto& s = sh.new_send();
       s.bytes.assign(mine.begin(), mine.end());
       MPI_Isend(s.bytes.data(), int(s.bytes.size()), MPI_CHAR, r, kReportTag, sh.reports, &s.request);
     }
