@@ -16,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "cuda_test_support.hpp"
 #include "tpkit/cuda/fused_kernels.cuh"
 
 using namespace tpkit;
@@ -26,18 +27,6 @@ void expect(bool ok, const char* what, const char* type, long long shape) {
   if (!ok) std::printf("FAILED: %s (%s, size %lld)\n", what, type, shape), ++failures;
 }
 
-template <class T>
-double unit_roundoff_of() {
-  if constexpr (std::is_same_v<T, float>) return std::ldexp(1.0, -24);
-  if constexpr (std::is_same_v<T, half>) return std::ldexp(1.0, -11);
-  return std::ldexp(1.0, -8);
-}
-template <class T>
-const char* name_of() {
-  if constexpr (std::is_same_v<T, float>) return "f32";
-  if constexpr (std::is_same_v<T, half>) return "f16";
-  return "bf16";
-}
 const double kFloat = std::ldexp(1.0, -24);
 
 template <class T>
@@ -49,34 +38,13 @@ std::vector<T> random_values(std::size_t n, std::mt19937& rng, float scale = 1.0
 }
 
 template <class T>
-T* to_device(const std::vector<T>& h) {
-  T* d = nullptr;
-  cudaMalloc(&d, h.size() * sizeof(T) + 1);
-  cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
-  return d;
-}
-template <class T>
-T* poisoned(std::size_t n) {
-  T* d = nullptr;
-  cudaMalloc(&d, n * sizeof(T) + 1);
-  cudaMemset(d, 0xff, n * sizeof(T));
-  return d;
-}
-template <class T>
-std::vector<T> to_host(const T* d, std::size_t n) {
-  std::vector<T> h(n);
-  cudaDeviceSynchronize();
-  cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
-  return h;
-}
-template <class T>
 double value(T v) {
   return double(to_float(v));
 }
 
 template <class T>
 void test_rms_norm(std::mt19937& rng) {
-  const double u = unit_roundoff_of<T>();
+  const double u = unit_roundoff<T>();
   for (long long cols : {1, 7, 64, 255, 256, 4096, 5000})
     for (long long rows : {1, 3, 17}) {
       const auto res = random_values<T>(std::size_t(rows * cols), rng, 2.0f);
@@ -110,14 +78,14 @@ void test_rms_norm(std::mt19937& rng) {
           ok &= std::fabs(value(got[std::size_t(r * cols + c)]) - want) <= bound;
         }
       }
-      expect(ok, "fused_add_rms_norm", name_of<T>(), cols);
+      expect(ok, "fused_add_rms_norm", dtype_name(dtype_of_v<T>), cols);
       cudaFree(d_res), cudaFree(d_x), cudaFree(d_w), cudaFree(d_out);
     }
 }
 
 template <class T>
 void test_silu_and_rope(std::mt19937& rng) {
-  const double u = unit_roundoff_of<T>();
+  const double u = unit_roundoff<T>();
   for (long long n : {1, 31, 256, 11008}) {
     const long long rows = 5;
     const auto gu = random_values<T>(std::size_t(rows * 2 * n), rng, 3.0f);
@@ -131,7 +99,7 @@ void test_silu_and_rope(std::mt19937& rng) {
         const double want = g / (1.0 + std::exp(-g)) * up;
         ok &= std::fabs(value(got[std::size_t(r * n + i)]) - want) <= (u + 8 * kFloat) * std::fabs(want) + 1e-30;
       }
-    expect(ok, "silu_and_mul", name_of<T>(), n);
+    expect(ok, "silu_and_mul", dtype_name(dtype_of_v<T>), n);
     cudaFree(d_gu), cudaFree(d_out);
   }
   for (long long head_dim : {64, 128, 256})
@@ -163,7 +131,7 @@ void test_silu_and_rope(std::mt19937& rng) {
         for (long long p = heads * head_dim; p < ld; ++p)  // the row's padding is not touched
           ok &= std::memcmp(&got[std::size_t(r * ld + p)], &x[std::size_t(r * ld + p)], sizeof(T)) == 0;
       }
-      expect(ok, interleaved ? "rope (interleaved pairs)" : "rope (rotate half)", name_of<T>(), head_dim);
+      expect(ok, interleaved ? "rope (interleaved pairs)" : "rope (rotate half)", dtype_name(dtype_of_v<T>), head_dim);
       cudaFree(d_x), cudaFree(d_cos), cudaFree(d_sin);
     }
 }
@@ -186,7 +154,7 @@ void test_embedding_and_argmax(std::mt19937& rng) {
       const double want = local >= 0 && local < vocab_rows ? value(table[std::size_t(local * hidden + c)]) : 0.0;
       ok &= value(got[std::size_t(t * hidden + c)]) == want;
     }
-  expect(ok, "embedding_lookup", name_of<T>(), hidden);
+  expect(ok, "embedding_lookup", dtype_name(dtype_of_v<T>), hidden);
   cudaFree(d_table), cudaFree(d_ids), cudaFree(d_out);
 
   for (long long n : {1, 5, 256, 32000, 151936}) {
@@ -207,7 +175,7 @@ void test_embedding_and_argmax(std::mt19937& rng) {
         if (value(values[std::size_t(b * n + c)]) > value(values[std::size_t(b * n + want)])) want = c;
       ok &= index[std::size_t(b)] == want && double(best[std::size_t(b)]) == value(values[std::size_t(b * n + want)]);
     }
-    expect(ok, "row_argmax (ties: lowest index)", name_of<T>(), n);
+    expect(ok, "row_argmax (ties: lowest index)", dtype_name(dtype_of_v<T>), n);
     cudaFree(d_values), cudaFree(d_best), cudaFree(d_index);
   }
 }
@@ -224,11 +192,7 @@ void test_bad_arguments() {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return 77;
-  }
+  if (!have_gpu()) return 77;
   std::mt19937 rng(20261122);
   test_rms_norm<float>(rng), test_rms_norm<half>(rng), test_rms_norm<bfloat16>(rng);
   test_silu_and_rope<float>(rng), test_silu_and_rope<half>(rng), test_silu_and_rope<bfloat16>(rng);

@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "cuda_test_support.hpp"
 #include "tpkit/comm/nccl.hpp"
 
 using namespace tpkit;
@@ -16,30 +17,16 @@ void expect(bool ok, const char* what) {
   if (!ok) std::printf("FAILED: %s\n", what), ++failures;
 }
 
-template <class T>
-T* device_copy(const std::vector<T>& host) {
-  T* d = nullptr;
-  cudaMalloc(&d, host.size() * sizeof(T));
-  cudaMemcpy(d, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
-  return d;
-}
-template <class T>
-std::vector<T> host_copy(const T* d, std::size_t n) {
-  std::vector<T> h(n);
-  cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
-  return h;
-}
-
 // Each rank's data is rank + i / 8; sums and gathers are exact in float.
 void exercise(Communicator<NcclBackend>& comm) {
   const int n = comm.size(), me = comm.rank();
   const std::size_t count = 1000;
   std::vector<float> mine(count);
   for (std::size_t i = 0; i < count; ++i) mine[i] = float(me) + float(i % 64) / 8;
-  float* d = device_copy(mine);
+  float* d = to_device(mine);
   comm.all_reduce(d, count);
   comm.backend().synchronize();
-  const auto sum = host_copy(d, count);
+  const auto sum = to_host(d, count);
   bool ok = true;
   for (std::size_t i = 0; i < count; ++i) ok &= sum[i] == float(n * (n - 1) / 2) + float(n) * float(i % 64) / 8;
   expect(ok, "all_reduce sum");
@@ -49,12 +36,12 @@ void exercise(Communicator<NcclBackend>& comm) {
   std::size_t total = 0;
   for (auto c : counts) total += c;
   std::vector<float> part(counts[std::size_t(me)], float(me + 1));
-  float* dp = device_copy(part);
+  float* dp = to_device(part);
   float* dg = nullptr;
   cudaMalloc(&dg, total * sizeof(float));
   comm.all_gather(dp, dg, counts);
   comm.backend().synchronize();
-  const auto gathered = host_copy(dg, total);
+  const auto gathered = to_host(dg, total);
   ok = true;
   for (int r = 0, at = 0; r < n; ++r)
     for (std::size_t i = 0; i < counts[std::size_t(r)]; ++i) ok &= gathered[std::size_t(at++)] == float(r + 1);
@@ -65,11 +52,9 @@ void exercise(Communicator<NcclBackend>& comm) {
 }  // namespace
 
 int main() {
+  if (!have_gpu()) return 77;
   int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return 77;
-  }
+  cudaGetDeviceCount(&devices);
   cudaStream_t stream;
   cudaStreamCreate(&stream);
   {

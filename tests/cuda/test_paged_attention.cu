@@ -18,6 +18,7 @@
 #include <random>
 #include <vector>
 
+#include "cuda_test_support.hpp"
 #include "tpkit/cuda/paged_attention.cuh"
 
 using namespace tpkit;
@@ -25,26 +26,6 @@ using namespace tpkit;
 namespace {
 int failures = 0;
 const double kFloat = std::ldexp(1.0, -24);
-
-template <class T>
-double unit_roundoff_of() {
-  if constexpr (std::is_same_v<T, float>) return kFloat;
-  if constexpr (std::is_same_v<T, half>) return std::ldexp(1.0, -11);
-  return std::ldexp(1.0, -8);
-}
-template <class T>
-const char* name_of() {
-  if constexpr (std::is_same_v<T, float>) return "f32";
-  if constexpr (std::is_same_v<T, half>) return "f16";
-  return "bf16";
-}
-template <class T>
-T* to_device(const std::vector<T>& h) {
-  T* d = nullptr;
-  cudaMalloc(&d, h.size() * sizeof(T) + 1);
-  cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
-  return d;
-}
 
 struct Case {
   int group, page, head_dim, window;
@@ -89,10 +70,8 @@ void run_case(const Case& c, std::mt19937& rng) {
   std::int32_t* d_lens = to_device(lens);
   void* d_ws = nullptr;
   cudaMalloc(&d_ws, plan.workspace_bytes);
-  T* d_out = nullptr;
   const std::size_t out_count = std::size_t(seqs * c.local_q_heads * hd);
-  cudaMalloc(&d_out, out_count * sizeof(T));
-  cudaMemset(d_out, 0xff, out_count * sizeof(T));
+  T* d_out = poisoned<T>(out_count);
 
   cuda::PagedDecodeArgs a;
   a.q = d_q, a.ldq = c.local_q_heads * hd, a.k_cache = d_k, a.v_cache = d_v, a.kv_heads = kv_heads;
@@ -100,11 +79,10 @@ void run_case(const Case& c, std::mt19937& rng) {
   a.block_tables = d_tables, a.max_blocks_per_seq = max_blocks, a.context_lens = d_lens, a.page_size = c.page;
   a.scale = 1.0f / std::sqrt(float(hd)), a.window = c.window, a.out = d_out, a.ldo = c.local_q_heads * hd;
   bool ok = cuda::paged_decode<T>(plan, a, d_ws, nullptr) == cuda::Status::ok;
-  std::vector<T> out(out_count);
   ok &= cudaDeviceSynchronize() == cudaSuccess;
-  cudaMemcpy(out.data(), d_out, out_count * sizeof(T), cudaMemcpyDeviceToHost);
+  const std::vector<T> out = to_host(d_out, out_count);
 
-  const double u = unit_roundoff_of<T>();
+  const double u = unit_roundoff<T>();
   double worst = 0;
   for (int s = 0; s < seqs && ok; ++s)
     for (int h = 0; h < c.local_q_heads; ++h) {
@@ -146,18 +124,14 @@ void run_case(const Case& c, std::mt19937& rng) {
   if (!ok)
     std::printf(
         "FAILED: paged_decode %s group %d page %d head_dim %d window %d heads %d from %d (worst %.3g of bound)\n",
-        name_of<T>(), c.group, c.page, hd, c.window, c.local_q_heads, c.q_head_begin, worst),
+        dtype_name(dtype_of_v<T>), c.group, c.page, hd, c.window, c.local_q_heads, c.q_head_begin, worst),
         ++failures;
   cudaFree(d_q), cudaFree(d_k), cudaFree(d_v), cudaFree(d_tables), cudaFree(d_lens), cudaFree(d_ws), cudaFree(d_out);
 }
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return 77;
-  }
+  if (!have_gpu()) return 77;
   std::mt19937 rng(7);
   const int head_dims[] = {64, 128, 256};
   int i = 0;

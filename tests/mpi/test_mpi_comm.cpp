@@ -46,12 +46,7 @@ double value<std::int32_t>(std::int32_t v) {
 // ranks roundings of relative size u_T of the sum of magnitudes.
 template <class T>
 double tolerance(int ranks, double magnitude) {
-  double u = 0;
-  if constexpr (std::is_same_v<T, float>) u = 0x1p-24;
-  if constexpr (std::is_same_v<T, double>) u = 0x1p-53;
-  if constexpr (std::is_same_v<T, half>) u = 0x1p-11;
-  if constexpr (std::is_same_v<T, bfloat16>) u = 0x1p-8;
-  return ranks * u * magnitude + 1e-300;
+  return ranks * unit_roundoff<T>() * magnitude + 1e-300;  // 0 for integers: exact
 }
 }  // namespace
 

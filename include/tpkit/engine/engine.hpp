@@ -342,14 +342,50 @@ class EngineRank {
   std::unique_ptr<engine_detail::RankModel<Backend>> model_;
 };
 
+namespace engine_detail {
+// What both engines hold (the checkpoint, the checked options, the tokenizer, the last run's
+// statistics) and the text form of generate, which encodes and calls Derived's token-id form.
+template <class Derived>
+class EngineBase {
+ public:
+  const ModelConfig& config() const { return checkpoint_.config(); }
+  const EngineOptions& options() const { return options_; }
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  const Llama2cTokenizer& tokenizer() const {
+    TPKIT_REQUIRE(tokenizer_, "this engine has no tokenizer; pass token ids instead");
+    return *tokenizer_;
+  }
+  // Of the last generate() call (filled on the leader rank).
+  const GenerationStats& last_stats() const { return stats_; }
+
+  // Text prompts (BOS + encoded text), one set of sampling parameters for all.
+  std::vector<GenerationResult> generate(const std::vector<std::string>& prompts, const SamplingParams& params,
+                                         TokenCallback on_token = {}) {
+    std::vector<std::vector<std::int32_t>> ids;
+    for (const auto& p : prompts) ids.push_back(tokenizer().encode(p, true, false));
+    return static_cast<Derived&>(*this).generate(ids, std::vector<SamplingParams>(prompts.size(), params),
+                                                 std::move(on_token));
+  }
+
+ protected:
+  EngineBase(const std::string& model_path, EngineOptions options)
+      : checkpoint_(Checkpoint::open(model_path)),
+        options_(resolve_options(checkpoint_.config(), std::move(options))),
+        tokenizer_(load_tokenizer(model_path, options_.tokenizer, checkpoint_.config())) {}
+
+  Checkpoint checkpoint_;
+  EngineOptions options_;
+  std::unique_ptr<Llama2cTokenizer> tokenizer_;
+  GenerationStats stats_;
+};
+}  // namespace engine_detail
+
 // The engine in one process: loads a checkpoint once and runs tp_size x pp_size ranks as
 // threads over the mock backend.
-class Engine {
+class Engine : public engine_detail::EngineBase<Engine> {
  public:
   explicit Engine(const std::string& model_path, EngineOptions options = {})
-      : checkpoint_(Checkpoint::open(model_path)),
-        options_(engine_detail::resolve_options(checkpoint_.config(), std::move(options))),
-        tokenizer_(engine_detail::load_tokenizer(model_path, options_.tokenizer, checkpoint_.config())) {
+      : EngineBase(model_path, std::move(options)) {
     ranks_.resize(std::size_t(options_.layout().world_size()));
     run_mock_ranks(
         options_.layout().world_size(),
@@ -360,22 +396,7 @@ class Engine {
         options_.comm);
   }
 
-  const ModelConfig& config() const { return checkpoint_.config(); }
-  const EngineOptions& options() const { return options_; }
-  bool has_tokenizer() const { return tokenizer_ != nullptr; }
-  const Llama2cTokenizer& tokenizer() const {
-    TPKIT_REQUIRE(tokenizer_, "this engine has no tokenizer; pass token ids instead");
-    return *tokenizer_;
-  }
-  const GenerationStats& last_stats() const { return stats_; }
-
-  // Text prompts (BOS + encoded text), one set of sampling parameters for all.
-  std::vector<GenerationResult> generate(const std::vector<std::string>& prompts, const SamplingParams& params,
-                                         TokenCallback on_token = {}) {
-    std::vector<std::vector<std::int32_t>> ids;
-    for (const auto& p : prompts) ids.push_back(tokenizer().encode(p, true, false));
-    return generate(ids, std::vector<SamplingParams>(prompts.size(), params), std::move(on_token));
-  }
+  using EngineBase::generate;  // text prompts
 
   // Token-id prompts with per-request parameters.
   std::vector<GenerationResult> generate(const std::vector<std::vector<std::int32_t>>& prompts,
@@ -398,11 +419,7 @@ class Engine {
   }
 
  private:
-  Checkpoint checkpoint_;
-  EngineOptions options_;
-  std::unique_ptr<Llama2cTokenizer> tokenizer_;
   std::vector<std::unique_ptr<EngineRank<MockBackend>>> ranks_;
-  GenerationStats stats_;
 };
 
 namespace engine_detail {
@@ -442,33 +459,19 @@ void require_agreement(Communicator<Backend>& world, const Fingerprint& mine, co
 // Every process must pass the same model, options and requests; that is checked, and a
 // disagreement is an error on every rank rather than a hang or wrong tokens.
 template <class Backend>
-class DistributedEngine {
+class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Backend>> {
+  using Base = engine_detail::EngineBase<DistributedEngine<Backend>>;
+  using Base::checkpoint_, Base::options_, Base::tokenizer_, Base::stats_;
+
  public:
   DistributedEngine(Communicator<Backend>& world, const std::string& model_path, EngineOptions options)
-      : world_(world),
-        checkpoint_(Checkpoint::open(model_path)),
-        options_(engine_detail::resolve_options(checkpoint_.config(), std::move(options))),
-        tokenizer_(engine_detail::load_tokenizer(model_path, options_.tokenizer, checkpoint_.config())),
+      : Base(model_path, std::move(options)),
+        world_(world),
         groups_((check_setup(), world), options_.layout()),
         rank_(checkpoint_, options_, tokenizer_.get(), world.rank()) {}
 
-  const ModelConfig& config() const { return checkpoint_.config(); }
-  const EngineOptions& options() const { return options_; }
   bool leader() const { return world_.rank() == options_.layout().leader(); }
-  bool has_tokenizer() const { return tokenizer_ != nullptr; }
-  const Llama2cTokenizer& tokenizer() const {
-    TPKIT_REQUIRE(tokenizer_, "this engine has no tokenizer; pass token ids instead");
-    return *tokenizer_;
-  }
-  // Filled on the leader.
-  const GenerationStats& last_stats() const { return stats_; }
-
-  std::vector<GenerationResult> generate(const std::vector<std::string>& prompts, const SamplingParams& params,
-                                         TokenCallback on_token = {}) {
-    std::vector<std::vector<std::int32_t>> ids;
-    for (const auto& p : prompts) ids.push_back(tokenizer().encode(p, true, false));
-    return generate(ids, std::vector<SamplingParams>(prompts.size(), params), std::move(on_token));
-  }
+  using Base::config, Base::has_tokenizer, Base::generate;
 
   // Collective over the world. Seeds drawn for unseeded requests are world rank 0's.
   std::vector<GenerationResult> generate(const std::vector<std::vector<std::int32_t>>& prompts,
@@ -507,12 +510,8 @@ class DistributedEngine {
   }
 
   Communicator<Backend>& world_;
-  Checkpoint checkpoint_;
-  EngineOptions options_;
-  std::unique_ptr<Llama2cTokenizer> tokenizer_;
   ParallelGroups<Backend> groups_;
   EngineRank<Backend> rank_;
-  GenerationStats stats_;
 };
 
 }  // namespace tpkit

@@ -18,32 +18,13 @@
 #include <cstdint>
 
 #include "tpkit/core/dtype.hpp"
+#include "tpkit/cuda/reduce.cuh"
 #include "tpkit/cuda/status.cuh"
 
 namespace tpkit::cuda {
 
 namespace detail {
 constexpr int kBlock = 256;  // threads per block of the row kernels (a multiple of 32)
-
-__device__ inline float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// The sum of v over the block; every thread gets it. `shared` holds kBlock / 32 floats.
-__device__ inline float block_sum(float v, float* shared) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_sum(v);
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < blockDim.x / 32 ? shared[threadIdx.x] : 0.0f;
-  if (warp == 0) v = warp_sum(v);
-  if (threadIdx.x == 0) shared[0] = v;
-  __syncthreads();
-  const float total = shared[0];
-  __syncthreads();  // shared may be reused by the caller
-  return total;
-}
 
 template <class T, bool AddResidual>
 __global__ void rms_norm_kernel(T* residual, std::int64_t ld_residual, const T* x, std::int64_t ldx, std::int64_t cols,
@@ -134,7 +115,6 @@ __global__ void row_argmax_kernel(const V* values, std::int64_t ld, std::int64_t
   if (threadIdx.x == 0) best_value[row] = shared_value[0], best_index[row] = shared_index[0];
 }
 
-inline int grid_for(std::int64_t elements) { return int((elements + kBlock - 1) / kBlock); }
 inline bool fits_grid(std::int64_t blocks) { return blocks >= 0 && blocks <= 0x7fffffff; }
 }  // namespace detail
 

@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "tpkit/core/dtype.hpp"
+#include "tpkit/cuda/reduce.cuh"
 #include "tpkit/cuda/status.cuh"
 
 namespace tpkit::cuda {
@@ -68,39 +69,6 @@ struct PagedDecodeArgs {
 
 namespace detail {
 
-__device__ inline float warp_max(float v) {
-  for (int offset = 16; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  return v;
-}
-// The block's maximum / sum of v, for every thread; `shared` holds blockDim.x / 32 floats.
-__device__ inline float block_max(float v, float* shared) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_max(v);
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < blockDim.x / 32 ? shared[threadIdx.x] : -INFINITY;
-  if (warp == 0) v = warp_max(v);
-  if (threadIdx.x == 0) shared[0] = v;
-  __syncthreads();
-  const float result = shared[0];
-  __syncthreads();
-  return result;
-}
-__device__ inline float block_sum_of(float v, float* shared) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < blockDim.x / 32 ? shared[threadIdx.x] : 0.0f;
-  if (warp == 0)
-    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  if (threadIdx.x == 0) shared[0] = v;
-  __syncthreads();
-  const float result = shared[0];
-  __syncthreads();
-  return result;
-}
-
 template <class T>
 __global__ void __launch_bounds__(PagedDecodePlan::kThreads)
     paged_decode_split_kernel(PagedDecodeArgs a, int head_dim, int num_splits, float* workspace) {
@@ -132,7 +100,7 @@ __global__ void __launch_bounds__(PagedDecodePlan::kThreads)
       const T* k = keys + slot_of(c0 + t) * kv_stride;
       float dot = 0.0f;
       for (int d = lane; d < head_dim; d += 32) dot += q_s[d] * to_float(k[d]);
-      for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+      dot = warp_sum(dot);
       if (lane == 0) scores[t] = dot * a.scale;
     }
     __syncthreads();
@@ -146,7 +114,7 @@ __global__ void __launch_bounds__(PagedDecodePlan::kThreads)
       scores[t] = e;
       chunk_sum += e;
     }
-    l = l * correction + block_sum_of(chunk_sum, reduce);  // its barriers publish scores[]
+    l = l * correction + block_sum(chunk_sum, reduce);  // its barriers publish scores[]
     for (int i = 0; i < kPerThread; ++i) {
       const int d = threadIdx.x + i * blockDim.x;
       if (d >= head_dim) break;
