@@ -7,6 +7,10 @@
 //                  [--backend auto|threads|mpi] [--comm-timeout-ms MS] [--fault SPEC]
 //                  [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
 //                  [--min-p P] [--seed S] [--stop TEXT]... [--dtype f32|bf16|f16]
+//                  [--device cpu|cuda] [--gpu N] [--gpu-memory-utilization F]
+//
+// --device cuda runs every rank as a thread on one GPU (tpkit/cuda/engine.cuh); it needs a
+// build with the CUDA toolkit.
 //
 //   mpirun -np 4 tpkit-generate --model M --tp 2 --pp 2 --prompt "Once"
 //
@@ -22,22 +26,35 @@
 #include <vector>
 
 #include <tpkit/engine/engine.hpp>
+
+#include "generate_run.hpp"
 #ifdef TPKIT_WITH_MPI
 #include <tpkit/comm/mpi.hpp>
 #endif
 
-namespace {
-[[noreturn]] void usage(const std::string& error) {
+#ifdef TPKIT_WITH_CUDA
+// generate_cuda.cu: the GPU engine (returns the exit status).
+int generate_on_gpu(const std::string& model, const generate::Request& request, const tpkit::EngineOptions& options);
+#endif
+
+using generate::Request;
+using generate::run;
+using generate::usage;
+
+[[noreturn]] void generate::usage(const std::string& error) {
   std::fprintf(stderr,
                "error: %s\n"
                "usage: tpkit-generate --model PATH [--tokenizer PATH] [--prompt TEXT | --prompt-ids 1,2,3]\n"
                "       [--tp N] [--pp N] [--layers-per-stage 2,3] [--micro-batches N]\n"
                "       [--backend auto|threads|mpi] [--comm-timeout-ms MS] [--fault SPEC]\n"
                "       [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
-               "       [--seed S] [--stop TEXT]... [--dtype f32|bf16|f16]\n",
+               "       [--seed S] [--stop TEXT]... [--dtype f32|bf16|f16]\n"
+               "       [--device cpu|cuda] [--gpu N] [--gpu-memory-utilization F]\n",
                error.c_str());
   std::exit(2);
 }
+
+namespace {
 template <class T>
 T number(const std::string& flag, const std::string& value) {
   std::istringstream in(value);
@@ -60,41 +77,10 @@ bool launched_by_mpi() {
   return false;
 }
 
-struct Request {
-  std::string prompt;
-  std::vector<std::int32_t> ids;
-  tpkit::SamplingParams params;
-};
-
-// Runs one request on either engine; only the leader (the sampling rank) prints.
-template <class EngineT>
-void run(EngineT& engine, Request request, bool leader, const tpkit::EngineOptions& options) {
-  if (request.ids.empty()) {
-    if (!engine.has_tokenizer()) usage("no tokenizer found beside the model: pass --tokenizer PATH or --prompt-ids");
-    request.ids = engine.tokenizer().encode(request.prompt, true, false);
-    if (leader) std::cout << request.prompt << std::flush;
-  }
-  const bool text = engine.has_tokenizer();
-  const auto results =
-      engine.generate({request.ids}, {request.params}, [&](std::size_t, std::int32_t token, std::string_view piece) {
-        if (text)
-          std::cout << piece << std::flush;
-        else if (token >= 0)
-          std::cout << token << ' ' << std::flush;
-      });
-  if (!leader) return;
-  std::cout << std::endl;
-  const auto& stats = engine.last_stats();
-  std::fprintf(stderr, "tp %d x pp %d, %s: %lld prompt tokens, %lld generated in %.3f s (%.1f tok/s), finish: %s\n",
-               options.tp_size, options.pp_size, tpkit::dtype_name(options.dtype),
-               static_cast<long long>(stats.prompt_tokens), static_cast<long long>(stats.generated_tokens),
-               stats.seconds, stats.seconds > 0 ? double(stats.generated_tokens) / stats.seconds : 0.0,
-               results.at(0).finish_reason.c_str());
-}
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model, backend = "auto";
+  std::string model, backend = "auto", device = "cpu";
   Request request;
   tpkit::EngineOptions options;
   tpkit::SamplingParams& params = request.params;
@@ -125,6 +111,12 @@ int main(int argc, char** argv) {
       options.micro_batches = number<int>(flag, value);
     else if (flag == "--backend")
       backend = value;
+    else if (flag == "--device")
+      device = value;
+    else if (flag == "--gpu")
+      options.gpu = number<int>(flag, value);
+    else if (flag == "--gpu-memory-utilization")
+      options.gpu_memory_utilization = number<double>(flag, value);
     else if (flag == "--comm-timeout-ms")
       timeout = std::chrono::milliseconds(number<long long>(flag, value));
     else if (flag == "--fault") {
@@ -160,6 +152,17 @@ int main(int argc, char** argv) {
       usage("unknown option " + flag);
   }
   if (model.empty()) usage("--model is required");
+  if (device != "cpu" && device != "cuda") usage("--device must be cpu or cuda");
+  if (device == "cuda") {
+#ifdef TPKIT_WITH_CUDA
+    if (backend == "mpi" || launched_by_mpi()) usage("--device cuda runs every rank in this process; drop mpirun");
+    options.comm.timeout = timeout;
+    options.comm.faults = faults;
+    return generate_on_gpu(model, request, options);
+#else
+    usage("this tpkit-generate was built without the CUDA toolkit (--device cuda needs it)");
+#endif
+  }
   if (backend == "auto") backend = launched_by_mpi() ? "mpi" : "threads";
   if (backend == "threads") {
     try {

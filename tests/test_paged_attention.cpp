@@ -31,8 +31,8 @@ TEMPLATE_TEST_CASE("paged attention equals dense attention", "[attention]", floa
   std::vector<T> out(q.size());
   std::vector<float> workspace;
   const float scale = 1.0f / std::sqrt(float(hd));
-  HostOps::paged_attention(cache, 0, heads, qs.data(), heads.local_q_heads() * hd, queries.data(), 3, scale, 0,
-                           out.data(), heads.local_q_heads() * hd, workspace);
+  paged_attention_host(cache, 0, heads, qs.data(), heads.local_q_heads() * hd, queries.data(), 3, scale, 0, out.data(),
+                       heads.local_q_heads() * hd, workspace);
   for (int t = 0; t < 3; ++t)
     for (int h = 0; h < heads.local_q_heads(); ++h) {
       const int kvh = int(heads.q_heads.begin + h) / 3 - int(heads.kv_heads.begin);  // GQA rule, group 3

@@ -1,9 +1,9 @@
 // Paged decode attention (tpkit/cuda/paged_attention.cuh) against a float64 reference written
-// here from the math: GQA group sizes 1, 2, 4, 5, 7, 8 and 16, page sizes 1, 16 and 64, head_dim
-// 64, 128 and 256, float / half / bfloat16, a batch mixing short and long contexts (ones that
-// fill the last page and ones that do not, and spans longer than the plan's splits cover), a
-// sliding window, an uneven TP head split, and shuffled block tables. Outputs are poisoned
-// before each launch. Skipped (exit 77) without a GPU.
+// from the math (attention_reference.hpp): GQA group sizes 1, 2, 4, 5, 7, 8 and 16, page sizes 1,
+// 16 and 64, head_dim 8, 64, 96, 128 and 256, float / half / bfloat16, a batch mixing short and long contexts (ones
+// that fill the last page and ones that do not, and spans longer than the plan's splits cover), a sliding window, an
+// uneven TP head split, and shuffled block tables. Outputs are poisoned before each launch. Skipped (exit 77) without a
+// GPU.
 //
 // Bound, per output element of a (sequence, head). Inputs are exact in T; the reference works
 // in float64 from them. A score's float error is at most delta = (head_dim + 2) 2^-24
@@ -18,6 +18,7 @@
 #include <random>
 #include <vector>
 
+#include "attention_reference.hpp"
 #include "cuda_test_support.hpp"
 #include "tpkit/cuda/paged_attention.cuh"
 
@@ -25,7 +26,6 @@ using namespace tpkit;
 
 namespace {
 int failures = 0;
-const double kFloat = std::ldexp(1.0, -24);
 
 struct Case {
   int group, page, head_dim, window;
@@ -82,44 +82,18 @@ void run_case(const Case& c, std::mt19937& rng) {
   ok &= cudaDeviceSynchronize() == cudaSuccess;
   const std::vector<T> out = to_host(d_out, out_count);
 
-  const double u = unit_roundoff<T>();
   double worst = 0;
   for (int s = 0; s < seqs && ok; ++s)
     for (int h = 0; h < c.local_q_heads; ++h) {
       const int kv = (c.q_head_begin + h) / c.group - kv_begin;
       const int n = contexts[std::size_t(s)], first = c.window > 0 && n > c.window ? n - c.window : 0;
-      const T* qh = q.data() + std::size_t((s * c.local_q_heads + h) * hd);
-      std::vector<double> score(static_cast<std::size_t>(n));
-      double best = -1e300, delta = 0, vmax = 0;
       const auto slot = [&](int p) {
         return std::size_t(tables[std::size_t(s * max_blocks + p / c.page)]) * std::size_t(c.page) +
                std::size_t(p % c.page);
       };
-      for (int p = first; p < n; ++p) {
-        const T* k = keys.data() + slot(p) * kv_stride + std::size_t(kv * hd);
-        double dot = 0, magnitude = 0;
-        for (int d = 0; d < hd; ++d) {
-          const double term = double(to_float(qh[d])) * double(to_float(k[d]));
-          dot += term, magnitude += std::fabs(term);
-        }
-        score[std::size_t(p)] = dot * a.scale;
-        delta = std::max(delta, (hd + 2) * kFloat * magnitude * a.scale);
-        best = std::max(best, score[std::size_t(p)]);
-      }
-      double total = 0;
-      for (int p = first; p < n; ++p) total += std::exp(score[std::size_t(p)] - best);
-      for (int d = 0; d < hd; ++d) {
-        double want = 0;
-        for (int p = first; p < n; ++p) {
-          const double v = to_float(values[slot(p) * kv_stride + std::size_t(kv * hd + d)]);
-          want += std::exp(score[std::size_t(p)] - best) / total * v;
-          vmax = std::max(vmax, std::fabs(v));
-        }
-        const double got = to_float(out[std::size_t((s * c.local_q_heads + h) * hd + d)]);
-        const double bound = u * std::fabs(want) + vmax * (2 * delta + (n - first + 16) * kFloat);
-        worst = std::max(worst, std::fabs(got - want) / bound);
-        ok &= std::fabs(got - want) <= bound;  // false for NaN (an unwritten element)
-      }
+      const std::size_t row = std::size_t((s * c.local_q_heads + h) * hd);
+      worst = std::max(worst, test::check_attention(q.data() + row, hd, first, n, slot, keys, values, kv_stride,
+                                                    std::size_t(kv * hd), a.scale, out.data() + row, ok));
     }
   if (!ok)
     std::printf(
@@ -143,10 +117,12 @@ int main() {
     }
   run_case<bfloat16>({4, 16, 128, 100, 6, 3}, rng);  // sliding window; 6 heads starting mid-group
   run_case<float>({7, 16, 128, 0, 5, 4}, rng);       // uneven split over a group of 7
-  // Refusals: a head_dim not compiled in, a query head outside this rank's KV heads.
+  run_case<bfloat16>({2, 16, 8, 0, 4, 0}, rng);      // head_dim 8 (stories260K) and 96: under a bound
+  run_case<half>({4, 1, 96, 0, 4, 0}, rng);
+  // Refusals: a head_dim above the largest bound.
   cuda::PagedDecodePlan plan;
-  if (cuda::plan_paged_decode(1, 1, 96, 10, &plan) != cuda::Status::unsupported)
-    std::printf("FAILED: head_dim 96 accepted\n"), ++failures;
+  if (cuda::plan_paged_decode(1, 1, 320, 10, &plan) != cuda::Status::unsupported)
+    std::printf("FAILED: head_dim 320 accepted\n"), ++failures;
   std::printf("paged decode attention: %s\n", failures ? "FAILED" : "passed");
   return failures ? 1 : 0;
 }

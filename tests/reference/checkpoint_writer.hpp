@@ -64,8 +64,10 @@ struct Tensor {
   std::vector<double> values;  // as stored (after rounding to the file dtype)
 };
 
-// Writes the checkpoint to `dir` and returns the weights for LlamaReference.
-inline LlamaWeights write_checkpoint(const std::string& dir, const WriterOptions& o) {
+// Writes the checkpoint to `dir` and returns the weights for LlamaReference (and, when asked,
+// every tensor by its Hugging Face name).
+inline LlamaWeights write_checkpoint(const std::string& dir, const WriterOptions& o,
+                                     std::map<std::string, Tensor>* tensors_out = nullptr) {
   namespace fs = std::filesystem;
   fs::create_directories(dir);
   Rng rng(o.seed);
@@ -200,6 +202,7 @@ inline LlamaWeights write_checkpoint(const std::string& dir, const WriterOptions
     std::fwrite(index.data(), 1, index.size(), out);
     std::fclose(out);
   }
+  if (tensors_out) *tensors_out = tensors;
   return w;
 }
 

@@ -36,8 +36,12 @@ struct EngineOptions {
   std::int64_t max_num_batched_tokens = 512;
   std::int64_t block_size = 16;
   std::int64_t num_kv_blocks = 0;  // 0: enough for max_num_seqs full-length sequences, within kv_cache_bytes
-  std::int64_t kv_cache_bytes = std::int64_t(1) << 30;  // per rank, when num_kv_blocks is 0
+  std::int64_t kv_cache_bytes = std::int64_t(1) << 30;  // per rank, when num_kv_blocks is 0 (CPU)
   MockOptions comm;                                     // the threaded engine's mock backend
+  // The GPU engine (tpkit/cuda/engine.cuh): which device, and the fraction of its memory that
+  // weights and KV cache may use; with num_kv_blocks 0 the KV cache gets what is left.
+  int gpu = 0;
+  double gpu_memory_utilization = 0.9;
 
   ParallelLayout layout() const { return {tp_size, pp_size}; }
 };
@@ -64,18 +68,27 @@ class RankModel {
   virtual void forward(Communicator<Backend>& tp, const std::vector<StepSequence>& step, TensorView<float> logits,
                        PipelineStage<Backend>* stage) = 0;
 };
-template <class T, class Backend>
+// The model of one rank with its Ops policy; logits come back to the host for sampling.
+template <class T, class Backend, class Ops>
 class TypedRankModel final : public RankModel<Backend> {
  public:
   TypedRankModel(const Checkpoint& c, ShardSpec s, std::int64_t blocks, std::int64_t block_size, Range layers)
       : model_(c, s, blocks, block_size, layers) {}
   void forward(Communicator<Backend>& tp, const std::vector<StepSequence>& step, TensorView<float> logits,
                PipelineStage<Backend>* stage) override {
-    model_.forward(tp, step, logits, stage);
+    if constexpr (Ops::memory == MemoryKind::host) {
+      model_.forward(tp, step, logits, stage);
+    } else {
+      const std::int64_t rows = logits.rank() == 2 ? logits.size(0) : 0, cols = logits.rank() == 2 ? logits.size(1) : 0;
+      device_logits_.reserve_at_least(std::size_t(rows * cols));
+      model_.forward(tp, step, TensorView<float>(device_logits_.data(), {rows, cols}, Ops::memory), stage);
+      if (rows * cols > 0) Ops::download(device_logits_.data(), logits.data(), std::size_t(rows * cols));
+    }
   }
 
  private:
-  TransformerModel<T> model_;
+  TransformerModel<T, Ops> model_;
+  typename Ops::template Buffer<float> device_logits_;
 };
 
 // Checks the options against the model and fills in num_kv_blocks and micro_batches.
@@ -157,9 +170,9 @@ inline std::vector<std::uint64_t> check_requests(const ModelConfig& c, bool has_
 // One rank of the engine: its shard of its pipeline stage's layers, and the generation loop
 // that every rank of a TP x PP world runs. Every rank runs the same deterministic schedulers;
 // the leader (TP rank 0 of the last stage) samples and sends the tokens to every other rank, so
-// all ranks extend the same sequences. Used by Engine (ranks as threads over the mock backend)
-// and, one per process, over MPI.
-template <class Backend>
+// all ranks extend the same sequences. Used by Engine (ranks as threads over the mock backend),
+// one per process over MPI (DistributedEngine), and on a GPU with Ops = CudaOps (CudaEngine).
+template <class Backend, class Ops = HostOps>
 class EngineRank {
  public:
   static constexpr int kTokenTag = 2;
@@ -290,8 +303,8 @@ class EngineRank {
  private:
   template <class T>
   std::unique_ptr<engine_detail::RankModel<Backend>> make(const Checkpoint& checkpoint, ShardSpec shard, Range layers) {
-    return std::make_unique<engine_detail::TypedRankModel<T, Backend>>(checkpoint, shard, options_.num_kv_blocks,
-                                                                       options_.block_size, layers);
+    return std::make_unique<engine_detail::TypedRankModel<T, Backend, Ops>>(checkpoint, shard, options_.num_kv_blocks,
+                                                                            options_.block_size, layers);
   }
 
   // Appends a sampled token, applies the stop rules and streams what became final.

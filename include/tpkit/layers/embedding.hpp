@@ -53,12 +53,8 @@ class VocabParallelEmbedding {
     for (std::int64_t i = 0; i < count; ++i)
       TPKIT_REQUIRE(ids[i] >= 0 && ids[i] < partition_.vocab_size, "token id ", ids[i], " at position ", i,
                     " is outside the vocabulary [0, ", partition_.vocab_size, ")");
-    for (std::int64_t i = 0; i < count; ++i) {
-      if (partition_.ids.contains(ids[i]))
-        Ops::copy(table_->data() + (ids[i] - partition_.ids.begin) * hidden_, y.row(i), std::size_t(hidden_));
-      else
-        Ops::fill_zero(y.row(i), std::size_t(hidden_));
-    }
+    Ops::gather_rows(table_->data(), partition_.ids.begin, partition_.ids.size(), hidden_, ids, count, y.data(),
+                     y.stride(0));
     if (shard_.size > 1) comm.all_reduce(y.data(), std::size_t(count * hidden_));
   }
 

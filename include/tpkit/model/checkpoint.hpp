@@ -58,6 +58,21 @@ class Checkpoint {
   static Checkpoint open_llama2c(const std::string& path);
   static Checkpoint open_hf(const std::string& dir);
 
+  // Weights the caller already holds in host memory (its own loader, or synthetic weights for
+  // a benchmark), under the Hugging Face names. The caller keeps the memory alive as long as
+  // the checkpoint; shapes are checked when a model asks for a tensor.
+  static Checkpoint from_tensors(ModelConfig config, std::map<std::string, RawTensorView> tensors,
+                                 std::string source = "in-memory checkpoint") {
+    for (const auto& [name, t] : tensors)
+      TPKIT_REQUIRE(t.memory() == MemoryKind::host, source, ": tensor \"", name, "\" must be in host memory");
+    config.validate();
+    Checkpoint c;
+    c.config_ = std::move(config);
+    c.source_ = std::move(source);
+    c.tensors_ = std::move(tensors);
+    return c;
+  }
+
  private:
   void add_safetensors(const std::string& path);
 

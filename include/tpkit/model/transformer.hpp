@@ -127,15 +127,19 @@ class TransformerModel {
     const ModelConfig& c = config_;
     const std::int64_t H = c.hidden_size, hd = c.head_dim;
     // Flatten the step's tokens.
-    tokens_.clear(), positions_.clear(), queries_.clear(), logit_rows_.clear();
+    tokens_.clear(), positions_.clear(), logit_rows_.clear(), layout_.clear();
     for (const StepSequence& s : sequences) {
       TPKIT_REQUIRE(s.count >= 1, "a step sequence needs at least one token");
       TPKIT_REQUIRE(s.start_position + s.count <= c.max_position, "position ", s.start_position + s.count - 1,
                     " exceeds the model's max_position ", c.max_position);
+      TPKIT_REQUIRE(s.blocks != nullptr, "a step sequence needs a block table");
+      cache_.slot(*s.blocks, s.start_position + s.count - 1);  // the table covers the step's positions
+      layout_.sequences.push_back({s.blocks, std::int64_t(tokens_.size()), s.count, s.start_position});
       for (std::int64_t i = 0; i < s.count; ++i) {
         tokens_.push_back(s.tokens[i]);
         positions_.push_back(s.start_position + i);
-        queries_.push_back({s.start_position + i, s.blocks});
+        layout_.queries.push_back({s.start_position + i, s.blocks});
+        layout_.slots.push_back(cache_.slot_unchecked(*s.blocks, s.start_position + i));
       }
       if (s.want_logits) logit_rows_.push_back(std::int64_t(tokens_.size()) - 1);
     }
@@ -157,7 +161,12 @@ class TransformerModel {
     act_.reserve_at_least(std::size_t(n * li));
     cos_.reserve_at_least(std::size_t(n * hd / 2));
     sin_.reserve_at_least(std::size_t(n * hd / 2));
-    rope_angles(inv_freq_, positions_.data(), n, cos_.data(), sin_.data());
+    cos_host_.resize(std::size_t(n * hd / 2));
+    sin_host_.resize(std::size_t(n * hd / 2));
+    rope_angles(inv_freq_, positions_.data(), n, cos_host_.data(), sin_host_.data());
+    Ops::upload(cos_host_.data(), cos_.data(), cos_host_.size());
+    Ops::upload(sin_host_.data(), sin_.data(), sin_host_.size());
+    Ops::prepare_step(step_, layout_, cache_.shape());
 
     const TensorView<T> hidden(hidden_.data(), {n, H}, Ops::memory), normed(normed_.data(), {n, H}, Ops::memory),
         delta(delta_.data(), {n, H}, Ops::memory);
@@ -183,13 +192,8 @@ class TransformerModel {
       }
       Ops::rope(q, qkv_width, n, heads.local_q_heads(), hd, cos_.data(), sin_.data(), interleaved);
       Ops::rope(k, qkv_width, n, heads.local_kv_heads(), hd, cos_.data(), sin_.data(), interleaved);
-      for (std::int64_t t = 0; t < n; ++t) {
-        const std::int64_t slot = cache_.slot(*queries_[std::size_t(t)].blocks, positions_[std::size_t(t)]);
-        Ops::copy(k + t * qkv_width, cache_.key(cache_layer, slot), std::size_t(kv_width));
-        Ops::copy(v + t * qkv_width, cache_.value(cache_layer, slot), std::size_t(kv_width));
-      }
-      Ops::paged_attention(cache_, cache_layer, heads, q, qkv_width, queries_.data(), n, scale, c.window(l),
-                           attn_.data(), q_width, scores_);
+      Ops::write_kv(cache_, cache_layer, step_, k, v, qkv_width);
+      Ops::paged_attention(cache_, cache_layer, heads, q, qkv_width, step_, scale, c.window(l), attn_.data(), q_width);
       b.o_proj.forward(comm, TensorView<const T>(attn_.data(), {n, q_width}, Ops::memory), delta);
       Ops::add(hidden_.data(), delta_.data(), n * H);
       Ops::rms_norm(hidden_.data(), H, n, H, b.post_norm.data(), eps, normed_.data(), H);
@@ -237,8 +241,9 @@ class TransformerModel {
   // Step workspaces: grow to the largest step, then are reused.
   std::vector<std::int32_t> tokens_;
   std::vector<std::int64_t> positions_, logit_rows_;
-  std::vector<AttentionQuery> queries_;
-  std::vector<float> scores_;
+  std::vector<float> cos_host_, sin_host_;
+  StepLayout layout_;
+  typename Ops::StepState step_;
   typename Ops::template Buffer<T> hidden_, normed_, delta_, qkv_, attn_, gate_up_, act_;
   typename Ops::template Buffer<float> cos_, sin_;
 };

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "tpkit/attention/paged_attention_host.hpp"
 #include "tpkit/config.hpp"
@@ -103,6 +104,20 @@ constexpr DotTileFn<T> dot_tile_for(int mb, int nb) {
 
 }  // namespace host_detail
 
+// The tokens of one forward step as the K/V writes and attention see them. The model fills it
+// on the host; each Ops policy's prepare_step turns it into what its kernels read (HostOps: the
+// lists themselves; CudaOps: device arrays).
+struct StepLayout {
+  struct Sequence {
+    const std::vector<std::int32_t>* blocks;  // block table, covering every position of the step
+    std::int64_t first_row, count, start_position;
+  };
+  std::vector<Sequence> sequences;
+  std::vector<AttentionQuery> queries;  // per token row: its position and block table
+  std::vector<std::int64_t> slots;      // per token row: the cache slot its K/V go to
+  void clear() { sequences.clear(), queries.clear(), slots.clear(); }
+};
+
 struct HostOps {
   static constexpr MemoryKind memory = MemoryKind::host;
   template <class T>
@@ -188,11 +203,62 @@ struct HostOps {
   static void add(T* x, const T* y, std::int64_t n) {
     host_kernels::add(x, y, n);
   }
+
+  // A Buffer's contents to host memory (the device policy copies and waits).
+  template <class T>
+  static void download(const T* src, T* host, std::size_t count) {
+    copy(src, host, count);
+  }
+
+  // Host data a step computes (RoPE angles) into a Buffer.
+  template <class T>
+  static void upload(const T* host, T* dst, std::size_t count) {
+    copy(host, dst, count);
+  }
+
+  // out[i] = table row (ids[i] - first_id) for ids in [first_id, first_id + rows), zeros
+  // otherwise. ids are host memory.
+  template <class T>
+  static void gather_rows(const T* table, std::int64_t first_id, std::int64_t rows, std::int64_t width,
+                          const std::int32_t* ids, std::int64_t count, T* out, std::int64_t ldo) {
+    for (std::int64_t i = 0; i < count; ++i) {
+      const std::int64_t local = std::int64_t(ids[i]) - first_id;
+      if (local >= 0 && local < rows)
+        copy(table + local * width, out + i * ldo, std::size_t(width));
+      else
+        fill_zero(out + i * ldo, std::size_t(width));
+    }
+  }
+
+  // One step's attention metadata: the host kernels read the StepLayout itself.
+  struct StepState {
+    const StepLayout* layout = nullptr;
+    std::vector<float> scores;  // attention workspace; grows, then is reused
+  };
+  template <class Shape>
+  static void prepare_step(StepState& state, const StepLayout& layout, const Shape&) {
+    state.layout = &layout;
+  }
+
+  // The step's new K and V rows (row t at k + t * ld, v + t * ld) into their cache slots.
+  template <class T, class Cache>
+  static void write_kv(Cache& cache, std::int64_t layer, const StepState& state, const T* k, const T* v,
+                       std::int64_t ld) {
+    const std::size_t width = std::size_t(cache.shape().slot_elements());
+    const std::vector<std::int64_t>& slots = state.layout->slots;
+    for (std::size_t t = 0; t < slots.size(); ++t) {
+      copy(k + std::int64_t(t) * ld, cache.key(layer, slots[t]), width);
+      copy(v + std::int64_t(t) * ld, cache.value(layer, slots[t]), width);
+    }
+  }
+
   template <class T, class Cache>
   static void paged_attention(const Cache& cache, std::int64_t layer, const HeadPartition& heads, const T* q,
-                              std::int64_t ldq, const AttentionQuery* queries, std::int64_t count, float scale,
-                              std::int64_t window, T* out, std::int64_t ldo, std::vector<float>& workspace) {
-    paged_attention_host(cache, layer, heads, q, ldq, queries, count, scale, window, out, ldo, workspace);
+                              std::int64_t ldq, StepState& state, float scale, std::int64_t window, T* out,
+                              std::int64_t ldo) {
+    const std::vector<AttentionQuery>& queries = state.layout->queries;
+    paged_attention_host(cache, layer, heads, q, ldq, queries.data(), std::int64_t(queries.size()), scale, window, out,
+                         ldo, state.scores);
   }
 
   // For each row b of a [batch, N] matrix: the largest value and its column (the first on ties).

@@ -10,6 +10,7 @@
 //   rope                rotate pairs (i, i + d/2) or (2i, 2i + 1) by per-row angles
 //   embedding_lookup    rows of this rank's vocabulary shard; ids outside it give zeros
 //   row_argmax          per row: the largest value and its lowest index
+//   add, add_bias       x += y elementwise; y[b] += bias per row
 #pragma once
 
 #include <cuda_runtime.h>
@@ -115,8 +116,42 @@ __global__ void row_argmax_kernel(const V* values, std::int64_t ld, std::int64_t
   if (threadIdx.x == 0) best_value[row] = shared_value[0], best_index[row] = shared_index[0];
 }
 
+template <class T>
+__global__ void add_kernel(T* x, const T* y, std::int64_t n) {
+  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = from_float<T>(to_float(x[i]) + to_float(y[i]));
+}
+
+template <class T>
+__global__ void add_bias_kernel(T* y, std::int64_t ldy, std::int64_t batch, const T* bias, std::int64_t n) {
+  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= batch * n) return;
+  const std::int64_t b = i / n, c = i % n;
+  y[b * ldy + c] = from_float<T>(to_float(y[b * ldy + c]) + to_float(bias[c]));
+}
+
 inline bool fits_grid(std::int64_t blocks) { return blocks >= 0 && blocks <= 0x7fffffff; }
 }  // namespace detail
+
+// x[i] += y[i] for i < n (rounded once to T, as the host's add).
+template <class T>
+Status add(T* x, const T* y, std::int64_t n, cudaStream_t stream) {
+  const std::int64_t blocks = (n + detail::kBlock - 1) / detail::kBlock;
+  if (n < 0 || !detail::fits_grid(blocks)) return Status::invalid_argument;
+  if (n == 0) return Status::ok;
+  detail::add_kernel<T><<<int(blocks), detail::kBlock, 0, stream>>>(x, y, n);
+  return launch_status();
+}
+
+// y[b][c] += bias[c] for b < batch, c < n.
+template <class T>
+Status add_bias(T* y, std::int64_t ldy, std::int64_t batch, const T* bias, std::int64_t n, cudaStream_t stream) {
+  const std::int64_t blocks = (batch * n + detail::kBlock - 1) / detail::kBlock;
+  if (batch < 0 || n <= 0 || ldy < n || !detail::fits_grid(blocks)) return Status::invalid_argument;
+  if (batch == 0) return Status::ok;
+  detail::add_bias_kernel<T><<<int(blocks), detail::kBlock, 0, stream>>>(y, ldy, batch, bias, n);
+  return launch_status();
+}
 
 // residual[r] += x[r]; out[r] = residual[r] / rms(residual[r]) * weight, for `rows` rows of `cols`.
 template <class T>

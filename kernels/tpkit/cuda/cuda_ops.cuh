@@ -1,0 +1,233 @@
+// tpkit/cuda/cuda_ops.cuh: CudaOps, the execution policy that runs tpkit's layers and model on
+// a GPU. It has the members of HostOps (tpkit/ops/host_ops.hpp) over device memory:
+// Layer<T, CudaOps> and TransformerModel<T, CudaOps> are the host code unchanged, with weights,
+// activations and the KV cache in device memory.
+//
+// Every call launches on the stream of the CudaContext bound to the calling thread
+// (ScopedContext) and returns without waiting, except where a result comes back to the host
+// (row_argmax) or host memory is read after the call (load_block). Launcher Status codes and
+// CUDA errors become tpkit::Error here (the layer error layer).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "tpkit/core/tensor.hpp"
+#include "tpkit/cuda/context.cuh"
+#include "tpkit/cuda/fused_kernels.cuh"
+#include "tpkit/cuda/gemm.cuh"
+#include "tpkit/cuda/paged_attention.cuh"
+#include "tpkit/ops/host_ops.hpp"
+#include "tpkit/parallel/shard.hpp"
+
+namespace tpkit {
+
+struct CudaOps {
+  static constexpr MemoryKind memory = MemoryKind::device;
+  template <class T>
+  using Buffer = cuda::DeviceBuffer<T>;
+
+  static cuda::CudaContext& context() { return cuda::CudaContext::current(); }
+  static cudaStream_t stream() { return context().stream(); }
+
+  // Converts on the host (HostOps::load_block reads only the block), then copies it up.
+  template <class T>
+  static void load_block(const RawTensorView& src, Range rows, Range cols, T* dst, std::int64_t dst_ld) {
+    std::vector<T> staged(std::size_t(rows.size() * cols.size()));
+    HostOps::load_block(src, rows, cols, staged.data(), cols.size());
+    cuda::check_cuda(cudaMemcpy2DAsync(dst, std::size_t(dst_ld) * sizeof(T), staged.data(),
+                                       std::size_t(cols.size()) * sizeof(T), std::size_t(cols.size()) * sizeof(T),
+                                       std::size_t(rows.size()), cudaMemcpyHostToDevice, stream()),
+                     "loading weights to the device");
+    context().synchronize("loading weights to the device");  // `staged` is freed on return
+  }
+
+  template <class T>
+  static void fill_zero(T* dst, std::size_t count) {
+    cuda::check_cuda(cudaMemsetAsync(dst, 0, count * sizeof(T), stream()), "cudaMemsetAsync");
+  }
+  template <class T>
+  static void copy(const T* src, T* dst, std::size_t count) {
+    cuda::check_cuda(cudaMemcpyAsync(dst, src, count * sizeof(T), cudaMemcpyDeviceToDevice, stream()), "device copy");
+  }
+  // To host memory; waits for the copy.
+  template <class T>
+  static void download(const T* src, T* host, std::size_t count) {
+    cuda::check_cuda(cudaMemcpyAsync(host, src, count * sizeof(T), cudaMemcpyDeviceToHost, stream()), "download");
+    context().synchronize("download");
+  }
+  // From pageable host memory: the runtime stages it before returning, so `host` may be reused.
+  template <class T>
+  static void upload(const T* host, T* dst, std::size_t count) {
+    cuda::check_cuda(cudaMemcpyAsync(dst, host, count * sizeof(T), cudaMemcpyHostToDevice, stream()), "upload");
+  }
+
+  template <class T, class Out>
+  static void linear(const T* x, std::int64_t ldx, std::int64_t batch, const T* w, std::int64_t ldw, std::int64_t N,
+                     std::int64_t K, const T* bias, Out* y, std::int64_t ldy) {
+    cuda::CudaContext& c = context();
+    if constexpr (std::is_same_v<Out, T>) {
+      cuda::check_status(cuda::linear<T, Out>(c.lt(), c.gemm_plans(), x, ldx, batch, w, ldw, N, K, bias, y, ldy,
+                                              c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
+                         "cuBLASLt linear");
+    } else {
+      TPKIT_REQUIRE(bias == nullptr, "a linear layer with float output from 16-bit weights takes no bias");
+      cuda::check_status(cuda::linear<T, Out>(c.lt(), c.gemm_plans(), x, ldx, batch, w, ldw, N, K, nullptr, y, ldy,
+                                              c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
+                         "cuBLASLt linear");
+    }
+  }
+
+  template <class T>
+  static void add_bias(T* y, std::int64_t ldy, std::int64_t batch, const T* bias, std::int64_t N) {
+    cuda::check_status(cuda::add_bias(y, ldy, batch, bias, N, stream()), "add_bias");
+  }
+  template <class T>
+  static void rms_norm(const T* x, std::int64_t ldx, std::int64_t rows, std::int64_t cols, const float* weight,
+                       float eps, T* y, std::int64_t ldy) {
+    cuda::check_status(cuda::rms_norm(x, ldx, rows, cols, weight, eps, y, ldy, stream()), "rms_norm");
+  }
+  template <class T>
+  static void rope(T* x, std::int64_t ld, std::int64_t rows, int heads, std::int64_t head_dim, const float* cos,
+                   const float* sin, bool interleaved) {
+    cuda::check_status(cuda::rope(x, ld, rows, heads, head_dim, cos, sin, interleaved, stream()), "rope");
+  }
+  template <class T>
+  static void silu_and_mul(const T* gate_up, std::int64_t rows, std::int64_t n, T* out) {
+    cuda::check_status(cuda::silu_and_mul(gate_up, rows, n, out, stream()), "silu_and_mul");
+  }
+  template <class T>
+  static void add(T* x, const T* y, std::int64_t n) {
+    cuda::check_status(cuda::add(x, y, n, stream()), "add");
+  }
+
+  // ids are host memory (checked by the embedding layer); they go up through staging.
+  template <class T>
+  static void gather_rows(const T* table, std::int64_t first_id, std::int64_t rows, std::int64_t width,
+                          const std::int32_t* ids, std::int64_t count, T* out, std::int64_t ldo) {
+    if (count == 0) return;
+    std::int32_t* d_ids = context().staging<std::int32_t>(std::size_t(count));
+    upload(ids, d_ids, std::size_t(count));
+    cuda::check_status(cuda::embedding_lookup(d_ids, count, table, first_id, rows, width, out, ldo, stream()),
+                       "embedding lookup");
+  }
+
+  // Per row: the largest value and its lowest index, returned to host memory (waits).
+  template <class V>
+  static void row_argmax(const V* values, std::int64_t ld, std::int64_t batch, std::int64_t N, float* best_value,
+                         std::int64_t* best_index) {
+    if (batch == 0) return;
+    cuda::CudaContext& c = context();
+    float* d_value = c.staging<float>(std::size_t(batch), 0);
+    std::int64_t* d_index = c.staging<std::int64_t>(std::size_t(batch), 1);
+    cuda::check_status(cuda::row_argmax(values, ld, batch, N, d_value, d_index, c.stream()), "row_argmax");
+    cuda::check_cuda(
+        cudaMemcpyAsync(best_value, d_value, std::size_t(batch) * sizeof(float), cudaMemcpyDeviceToHost, c.stream()),
+        "row_argmax result");
+    cuda::check_cuda(cudaMemcpyAsync(best_index, d_index, std::size_t(batch) * sizeof(std::int64_t),
+                                     cudaMemcpyDeviceToHost, c.stream()),
+                     "row_argmax result");
+    c.synchronize("row_argmax");
+  }
+
+  // One step's attention metadata on the device: K/V slots per row, the block tables, and
+  // either decode lengths (every sequence brings one token) or prefill tiles.
+  struct StepState {
+    std::int64_t rows = 0;
+    int num_seqs = 0, max_blocks = 0, head_dim = 0;
+    bool decode = false;  // one row per sequence: the flash-decoding kernel
+    std::int64_t max_span = 0;
+    int num_tiles = 0;
+    Buffer<std::int64_t> slots;
+    Buffer<std::int32_t> block_tables, context_lens;
+    Buffer<cuda::PrefillTile> tiles;
+    Buffer<unsigned char> workspace;
+    std::vector<std::int32_t> host_tables, host_lens;
+    std::vector<std::int64_t> first_row, count, start;
+    std::vector<cuda::PrefillTile> host_tiles;
+  };
+
+  template <class Shape>
+  static void prepare_step(StepState& s, const StepLayout& layout, const Shape& shape) {
+    s.rows = std::int64_t(layout.slots.size());
+    s.num_seqs = int(layout.sequences.size());
+    s.head_dim = int(shape.head_dim);
+    s.max_blocks = 1;
+    s.decode = true;
+    s.max_span = 0;
+    for (const StepLayout::Sequence& q : layout.sequences) {
+      s.max_blocks = std::max(s.max_blocks, int(q.blocks->size()));
+      s.decode &= q.count == 1;
+      s.max_span = std::max(s.max_span, q.start_position + q.count);
+    }
+    s.slots.reserve_at_least(layout.slots.size());
+    upload(layout.slots.data(), s.slots.data(), layout.slots.size());
+    s.host_tables.assign(std::size_t(s.num_seqs) * std::size_t(s.max_blocks), 0);
+    for (int i = 0; i < s.num_seqs; ++i) {
+      const auto& blocks = *layout.sequences[std::size_t(i)].blocks;
+      std::copy(blocks.begin(), blocks.end(), s.host_tables.begin() + std::ptrdiff_t(i) * s.max_blocks);
+    }
+    s.block_tables.reserve_at_least(s.host_tables.size());
+    upload(s.host_tables.data(), s.block_tables.data(), s.host_tables.size());
+    if (s.decode) {
+      s.host_lens.clear();
+      for (const StepLayout::Sequence& q : layout.sequences) s.host_lens.push_back(std::int32_t(q.start_position + 1));
+      s.context_lens.reserve_at_least(s.host_lens.size());
+      upload(s.host_lens.data(), s.context_lens.data(), s.host_lens.size());
+      return;
+    }
+    s.first_row.clear(), s.count.clear(), s.start.clear();
+    for (const StepLayout::Sequence& q : layout.sequences)
+      s.first_row.push_back(q.first_row), s.count.push_back(q.count), s.start.push_back(q.start_position);
+    cuda::check_status(cuda::make_prefill_tiles(s.head_dim, s.num_seqs, s.first_row.data(), s.count.data(),
+                                                s.start.data(), s.host_tiles),
+                       "prefill tiles");
+    s.num_tiles = int(s.host_tiles.size());
+    s.tiles.reserve_at_least(s.host_tiles.size());
+    upload(s.host_tiles.data(), s.tiles.data(), s.host_tiles.size());
+  }
+
+  template <class T, class Cache>
+  static void write_kv(Cache& cache, std::int64_t layer, const StepState& s, const T* k, const T* v, std::int64_t ld) {
+    const std::int64_t width = cache.shape().slot_elements();
+    cuda::check_status(
+        cuda::write_kv(k, v, ld, s.rows, s.slots.data(), width, cache.key(layer, 0), cache.value(layer, 0), stream()),
+        "write_kv");
+  }
+
+  template <class T, class Cache>
+  static void paged_attention(const Cache& cache, std::int64_t layer, const HeadPartition& heads, const T* q,
+                              std::int64_t ldq, StepState& s, float scale, std::int64_t window, T* out,
+                              std::int64_t ldo) {
+    if (s.rows == 0) return;
+    const int hd = int(cache.shape().head_dim);
+    if (s.decode) {
+      cuda::PagedDecodePlan plan;
+      cuda::check_status(cuda::plan_paged_decode(s.num_seqs, heads.local_q_heads(), hd, s.max_span, &plan),
+                         "paged decode plan");
+      s.workspace.reserve_at_least(plan.workspace_bytes);
+      cuda::PagedDecodeArgs a;
+      a.q = q, a.ldq = ldq, a.k_cache = cache.key(layer, 0), a.v_cache = cache.value(layer, 0);
+      a.kv_heads = heads.local_kv_heads(), a.q_head_begin = int(heads.q_heads.begin);
+      a.kv_head_begin = int(heads.kv_heads.begin), a.group_size = heads.group_size;
+      a.block_tables = s.block_tables.data(), a.max_blocks_per_seq = s.max_blocks,
+      a.context_lens = s.context_lens.data();
+      a.page_size = int(cache.shape().block_size), a.scale = scale, a.window = int(window), a.out = out, a.ldo = ldo;
+      cuda::check_status(cuda::paged_decode<T>(plan, a, s.workspace.data(), stream()), "paged decode attention");
+      return;
+    }
+    cuda::PagedPrefillArgs a;
+    a.q = q, a.ldq = ldq, a.k_cache = cache.key(layer, 0), a.v_cache = cache.value(layer, 0);
+    a.kv_heads = heads.local_kv_heads(), a.q_head_begin = int(heads.q_heads.begin);
+    a.kv_head_begin = int(heads.kv_heads.begin), a.group_size = heads.group_size;
+    a.block_tables = s.block_tables.data(), a.max_blocks_per_seq = s.max_blocks, a.tiles = s.tiles.data();
+    a.num_tiles = s.num_tiles, a.num_q_heads = heads.local_q_heads(), a.page_size = int(cache.shape().block_size);
+    a.scale = scale, a.window = int(window), a.out = out, a.ldo = ldo;
+    cuda::check_status(cuda::paged_prefill<T>(a, hd, stream()), "paged prefill attention");
+  }
+};
+
+}  // namespace tpkit
