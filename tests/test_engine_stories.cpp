@@ -5,22 +5,15 @@
 
 #include "catch.hpp"
 #include "reference/llama_reference.hpp"
+#include "stories.hpp"
 #include "tpkit/comm/mock.hpp"
 #include "tpkit/engine/engine.hpp"
 
 using namespace tpkit;
 
 namespace {
-const std::string kModels = TPKIT_TEST_MODELS;
-const std::string kBin = kModels + "/stories260K/stories260K.bin";
-const std::string kHf = kModels + "/stories260K_hf";
-const std::string kTokenizer = kModels + "/stories260K/tok512.bin";
-
-const std::vector<std::string>& prompts() {
-  static const std::vector<std::string> p = {"Once upon a time", "Lily and Tom", "The little dog",
-                                             "One day, a girl named Sue", "Sam wanted a big red ball because"};
-  return p;
-}
+using stories::kBin, stories::kHf, stories::kTokenizer;
+const std::vector<std::string>& prompts() { return stories::kPrompts; }
 
 const ref::LlamaWeights& reference_weights() {
   static const ref::LlamaWeights w = ref::read_llama2c(kBin);
@@ -58,10 +51,7 @@ TEST_CASE("greedy generation equals the float64 reference at every TP size, from
   options.tp_size = tp;
   options.tokenizer = kTokenizer;
   Engine engine(path, options);
-  SamplingParams greedy;
-  greedy.temperature = 0;
-  greedy.max_tokens = 64;
-  greedy.ignore_eos = true;  // always 64 tokens, so every prompt compares in full
+  const SamplingParams greedy = stories::greedy(64);
   const auto results = engine.generate(golden().prompt_ids, std::vector<SamplingParams>(prompts().size(), greedy));
   for (std::size_t i = 0; i < prompts().size(); ++i) {
     INFO(path << " tp " << tp << " prompt \"" << prompts()[i] << "\": " << results[i].text);

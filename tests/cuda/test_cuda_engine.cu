@@ -16,15 +16,13 @@
 
 #include "cuda_test_support.hpp"
 #include "reference/llama_reference.hpp"
+#include "stories.hpp"
 #include "tpkit/cuda/engine.cuh"
 
 using namespace tpkit;
 
 namespace {
-const std::string kModels = TPKIT_TEST_MODELS;
-const std::string kBin = kModels + "/stories260K/stories260K.bin";
-const std::string kHf = kModels + "/stories260K_hf";
-const std::string kTokenizer = kModels + "/stories260K/tok512.bin";
+using stories::kBin, stories::kHf, stories::kTokenizer;
 int failures = 0;
 
 void expect(bool ok, const std::string& what) {
@@ -41,8 +39,7 @@ Golden make_golden() {
   Golden g;
   const ref::LlamaWeights w = ref::read_llama2c(kBin);
   const Llama2cTokenizer tok(kTokenizer);
-  for (const char* p : {"Once upon a time", "Lily and Tom", "The little dog", "One day, a girl named Sue",
-                        "Sam wanted a big red ball because"}) {
+  for (const std::string& p : stories::kPrompts) {
     g.prompt_ids.push_back(tok.encode(p, true, false));
     std::vector<std::vector<double>> logits;
     const std::vector<int> t =
@@ -53,19 +50,8 @@ Golden make_golden() {
   return g;
 }
 
-std::vector<std::vector<std::int32_t>> tokens_of(const std::vector<GenerationResult>& results) {
-  std::vector<std::vector<std::int32_t>> out;
-  for (const auto& r : results) out.push_back(r.token_ids);
-  return out;
-}
-
-SamplingParams greedy64() {
-  SamplingParams p;
-  p.temperature = 0;
-  p.max_tokens = 64;
-  p.ignore_eos = true;
-  return p;
-}
+const auto tokens_of = stories::token_ids;
+SamplingParams greedy64() { return stories::greedy(64); }
 
 std::vector<std::vector<std::int32_t>> run_gpu(const std::string& path, const Golden& g, EngineOptions o) {
   o.tokenizer = kTokenizer;

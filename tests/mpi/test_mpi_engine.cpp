@@ -4,32 +4,16 @@
 #include <map>
 
 #include "catch.hpp"
+#include "stories.hpp"
 #include "tpkit/comm/mpi.hpp"
 #include "tpkit/engine/engine.hpp"
 
 using namespace tpkit;
 
 namespace {
-const std::string kModels = TPKIT_TEST_MODELS;
-const std::string kBin = kModels + "/stories260K/stories260K.bin";
-const std::string kHf = kModels + "/stories260K_hf";
-const std::string kTokenizer = kModels + "/stories260K/tok512.bin";
-const std::vector<std::string> kPrompts = {"Once upon a time", "Lily and Tom", "The little dog",
-                                           "One day, a girl named Sue", "Sam wanted a big red ball because"};
-
-SamplingParams greedy() {
-  SamplingParams p;
-  p.temperature = 0;
-  p.max_tokens = 48;
-  p.ignore_eos = true;
-  return p;
-}
-
-std::vector<std::vector<std::int32_t>> tokens(const std::vector<GenerationResult>& results) {
-  std::vector<std::vector<std::int32_t>> out;
-  for (const auto& r : results) out.push_back(r.token_ids);
-  return out;
-}
+using stories::kBin, stories::kHf, stories::kTokenizer, stories::kPrompts;
+SamplingParams greedy() { return stories::greedy(48); }
+const auto tokens = stories::token_ids;
 
 // The single-rank engine (threads, TP 1), which test_engine_stories checks against float64.
 const std::vector<std::vector<std::int32_t>>& reference(const std::string& path) {

@@ -381,6 +381,26 @@ class EngineBase {
   }
 
  protected:
+  // The engines whose ranks are threads of this process: run_ranks(fn) runs fn(world) on every
+  // rank's thread (over the mock backend or its one-GPU form); ranks[r] is world rank r.
+  template <class RunRanks, class Ranks>
+  std::vector<GenerationResult> generate_on_threads(const std::vector<std::vector<std::int32_t>>& prompts,
+                                                    const std::vector<SamplingParams>& params,
+                                                    const TokenCallback& on_token, RunRanks&& run_ranks, Ranks& ranks) {
+    const std::vector<std::uint64_t> seeds = check_requests(config(), tokenizer_ != nullptr, prompts, params);
+    std::vector<GenerationResult> results;
+    stats_ = {};
+    const auto start = std::chrono::steady_clock::now();
+    run_ranks([&](auto& world) {
+      using Backend = typename std::decay_t<decltype(world)>::backend_type;
+      ParallelGroups<Backend> groups(world, options_.layout());
+      auto mine = ranks[std::size_t(world.rank())]->generate(groups, prompts, params, seeds, on_token, &stats_);
+      if (groups.leader()) results = std::move(mine);
+    });
+    stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return results;
+  }
+
   EngineBase(const std::string& model_path, EngineOptions options)
       : checkpoint_(Checkpoint::open(model_path)),
         options_(resolve_options(checkpoint_.config(), std::move(options))),
@@ -414,21 +434,9 @@ class Engine : public engine_detail::EngineBase<Engine> {
   // Token-id prompts with per-request parameters.
   std::vector<GenerationResult> generate(const std::vector<std::vector<std::int32_t>>& prompts,
                                          const std::vector<SamplingParams>& params, TokenCallback on_token = {}) {
-    const std::vector<std::uint64_t> seeds =
-        engine_detail::check_requests(config(), tokenizer_ != nullptr, prompts, params);
-    std::vector<GenerationResult> results;
-    stats_ = {};
-    const auto start = std::chrono::steady_clock::now();
-    run_mock_ranks(
-        options_.layout().world_size(),
-        [&](Communicator<MockBackend>& world) {
-          ParallelGroups<MockBackend> groups(world, options_.layout());
-          auto mine = ranks_[std::size_t(world.rank())]->generate(groups, prompts, params, seeds, on_token, &stats_);
-          if (groups.leader()) results = std::move(mine);
-        },
-        options_.comm);
-    stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return results;
+    return generate_on_threads(
+        prompts, params, on_token,
+        [&](auto&& fn) { run_mock_ranks(options_.layout().world_size(), fn, options_.comm); }, ranks_);
   }
 
  private:

@@ -73,21 +73,8 @@ class CudaEngine : public engine_detail::EngineBase<CudaEngine> {
 
   std::vector<GenerationResult> generate(const std::vector<std::vector<std::int32_t>>& prompts,
                                          const std::vector<SamplingParams>& params, TokenCallback on_token = {}) {
-    const std::vector<std::uint64_t> seeds =
-        engine_detail::check_requests(config(), tokenizer_ != nullptr, prompts, params);
-    std::vector<GenerationResult> results;
-    stats_ = {};
-    const auto start = std::chrono::steady_clock::now();
-    run_device_mock_ranks(
-        contexts_,
-        [&](Communicator<DeviceMockBackend>& world) {
-          ParallelGroups<DeviceMockBackend> groups(world, options_.layout());
-          auto mine = ranks_[std::size_t(world.rank())]->generate(groups, prompts, params, seeds, on_token, &stats_);
-          if (groups.leader()) results = std::move(mine);
-        },
-        options_.comm);
-    stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return results;
+    return generate_on_threads(
+        prompts, params, on_token, [&](auto&& fn) { run_device_mock_ranks(contexts_, fn, options_.comm); }, ranks_);
   }
 
  private:
