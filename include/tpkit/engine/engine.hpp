@@ -91,6 +91,21 @@ class TypedRankModel final : public RankModel<Backend> {
   typename Ops::template Buffer<float> device_logits_;
 };
 
+// Bytes of one KV-cache block on the rank that needs the most. A rank holds at most
+// ceil(q_heads / group) + 1 KV heads (one more when its query heads straddle a group) and rank 0
+// has the most query heads: its count + 1 bounds all. Its layers are those of the largest stage.
+inline std::int64_t kv_block_bytes(const ModelConfig& c, const EngineOptions& o, const std::vector<Range>& stages) {
+  std::int64_t layers = 0;
+  for (const Range& r : stages) layers = std::max(layers, r.size());
+  const std::int64_t kv_heads = partition_heads(c.num_heads, c.num_kv_heads, {0, o.tp_size}).local_kv_heads() + 1;
+  return 2 * layers * o.block_size * kv_heads * c.head_dim * std::int64_t(dtype_size(o.dtype));
+}
+
+// Blocks that max_num_seqs sequences of the model's full length use: more would never be used.
+inline std::int64_t blocks_for_full_sequences(const ModelConfig& c, const EngineOptions& o) {
+  return o.max_num_seqs * ((c.max_position + o.block_size - 1) / o.block_size);
+}
+
 // Checks the options against the model and fills in num_kv_blocks and micro_batches.
 inline EngineOptions resolve_options(const ModelConfig& c, EngineOptions o) {
   c.check_tp_size(o.tp_size);
@@ -102,19 +117,9 @@ inline EngineOptions resolve_options(const ModelConfig& c, EngineOptions o) {
                 ") must be >= 0 and kv_cache_bytes (", o.kv_cache_bytes, ") >= 1");
   TPKIT_REQUIRE(o.micro_batches >= 0, "micro_batches must be >= 0 (got ", o.micro_batches, ")");
   if (o.micro_batches == 0) o.micro_batches = o.pp_size;
-  if (o.num_kv_blocks == 0) {
-    // Enough blocks for max_num_seqs full-length sequences, but no more than kv_cache_bytes per
-    // rank. A rank holds at most ceil(q_heads / group) + 1 KV heads (one more when its query
-    // heads straddle a group) and rank 0 has the most query heads: its count + 1 bounds all.
-    // Its layers are those of the largest stage.
-    std::int64_t layers = 0;
-    for (const Range& r : stages) layers = std::max(layers, r.size());
-    const std::int64_t wanted = o.max_num_seqs * ((c.max_position + o.block_size - 1) / o.block_size);
-    const std::int64_t kv_heads = partition_heads(c.num_heads, c.num_kv_heads, {0, o.tp_size}).local_kv_heads() + 1;
-    const std::int64_t block_bytes =
-        2 * layers * o.block_size * kv_heads * c.head_dim * std::int64_t(dtype_size(o.dtype));
-    o.num_kv_blocks = std::max<std::int64_t>(o.micro_batches, std::min(wanted, o.kv_cache_bytes / block_bytes));
-  }
+  if (o.num_kv_blocks == 0)  // enough for max_num_seqs full-length sequences, within kv_cache_bytes per rank
+    o.num_kv_blocks = std::max<std::int64_t>(
+        o.micro_batches, std::min(blocks_for_full_sequences(c, o), o.kv_cache_bytes / kv_block_bytes(c, o, stages)));
   TPKIT_REQUIRE(o.num_kv_blocks >= o.micro_batches, "num_kv_blocks (", o.num_kv_blocks, ") must give each of the ",
                 o.micro_batches, " micro-batches at least one block");
   TPKIT_REQUIRE(o.dtype == DType::f32 || o.dtype == DType::bf16 || o.dtype == DType::f16,

@@ -68,17 +68,12 @@ struct CudaOps {
   template <class T, class Out>
   static void linear(const T* x, std::int64_t ldx, std::int64_t batch, const T* w, std::int64_t ldw, std::int64_t N,
                      std::int64_t K, const T* bias, Out* y, std::int64_t ldy) {
+    TPKIT_REQUIRE((std::is_same_v<Out, T> || bias == nullptr),
+                  "a linear layer with float output from 16-bit weights takes no bias");
     cuda::CudaContext& c = context();
-    if constexpr (std::is_same_v<Out, T>) {
-      cuda::check_status(cuda::linear<T, Out>(c.lt(), c.gemm_plans(), x, ldx, batch, w, ldw, N, K, bias, y, ldy,
-                                              c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
-                         "cuBLASLt linear");
-    } else {
-      TPKIT_REQUIRE(bias == nullptr, "a linear layer with float output from 16-bit weights takes no bias");
-      cuda::check_status(cuda::linear<T, Out>(c.lt(), c.gemm_plans(), x, ldx, batch, w, ldw, N, K, nullptr, y, ldy,
-                                              c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
-                         "cuBLASLt linear");
-    }
+    cuda::check_status(cuda::linear<T, Out>(c.lt(), c.gemm_plans(), x, ldx, batch, w, ldw, N, K, bias, y, ldy,
+                                            c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
+                       "cuBLASLt linear");
   }
 
   template <class T>
@@ -137,7 +132,7 @@ struct CudaOps {
   // either decode lengths (every sequence brings one token) or prefill tiles.
   struct StepState {
     std::int64_t rows = 0;
-    int num_seqs = 0, max_blocks = 0, head_dim = 0;
+    int num_seqs = 0, max_blocks = 0;
     bool decode = false;  // one row per sequence: the flash-decoding kernel
     std::int64_t max_span = 0;
     int num_tiles = 0;
@@ -154,7 +149,6 @@ struct CudaOps {
   static void prepare_step(StepState& s, const StepLayout& layout, const Shape& shape) {
     s.rows = std::int64_t(layout.slots.size());
     s.num_seqs = int(layout.sequences.size());
-    s.head_dim = int(shape.head_dim);
     s.max_blocks = 1;
     s.decode = true;
     s.max_span = 0;
@@ -182,7 +176,7 @@ struct CudaOps {
     s.first_row.clear(), s.count.clear(), s.start.clear();
     for (const StepLayout::Sequence& q : layout.sequences)
       s.first_row.push_back(q.first_row), s.count.push_back(q.count), s.start.push_back(q.start_position);
-    cuda::check_status(cuda::make_prefill_tiles(s.head_dim, s.num_seqs, s.first_row.data(), s.count.data(),
+    cuda::check_status(cuda::make_prefill_tiles(int(shape.head_dim), s.num_seqs, s.first_row.data(), s.count.data(),
                                                 s.start.data(), s.host_tiles),
                        "prefill tiles");
     s.num_tiles = int(s.host_tiles.size());

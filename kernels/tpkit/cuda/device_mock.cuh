@@ -77,10 +77,9 @@ class DeviceMockBackend {
   DeviceMockBackend split(int color, int key) { return DeviceMockBackend(inner_.split(color, key)); }
 
  private:
-  static std::size_t total(const std::size_t* counts, int n) {
-    return std::accumulate(counts, counts + n, std::size_t(0));
+  std::size_t total(const std::size_t* counts) const {
+    return std::accumulate(counts, counts + size(), std::size_t(0));
   }
-  std::size_t total(const std::size_t* counts) const { return total(counts, size()); }
 
   // A group of one: the result is the input, in stream order, with no host round trip (so a
   // TP 1 model on this backend runs at full speed).

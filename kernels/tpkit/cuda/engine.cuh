@@ -14,7 +14,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,6 +38,7 @@ inline std::int64_t weight_bytes_all_ranks(const ModelConfig& c, const EngineOpt
   return (L * per_layer + embeddings) * size + norms;
 }
 
+// `o` as resolved (micro_batches set).
 inline std::int64_t kv_blocks_for_memory(const ModelConfig& c, const EngineOptions& o) {
   std::size_t free = 0, total = 0;
   check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
@@ -51,17 +51,13 @@ inline std::int64_t kv_blocks_for_memory(const ModelConfig& c, const EngineOptio
   const std::int64_t weights = weight_bytes_all_ranks(c, o);
   const std::int64_t used = std::int64_t(total - free);
   const std::int64_t budget = std::int64_t(o.gpu_memory_utilization * double(total)) - used - weights - activations;
-  std::int64_t layers = 0;
-  for (const Range& r : split_layers(c.num_layers, o.pp_size, o.layers_per_stage)) layers = std::max(layers, r.size());
-  const std::int64_t kv_heads = partition_heads(c.num_heads, c.num_kv_heads, {0, o.tp_size}).local_kv_heads() + 1;
-  const std::int64_t block_bytes = 2 * layers * o.block_size * kv_heads * c.head_dim * dtype_size(o.dtype);
+  const std::int64_t block_bytes =
+      engine_detail::kv_block_bytes(c, o, split_layers(c.num_layers, o.pp_size, o.layers_per_stage));
   const std::int64_t per_rank = budget / world;
-  const std::int64_t micro_batches = o.micro_batches > 0 ? o.micro_batches : o.pp_size;
-  TPKIT_REQUIRE(per_rank >= block_bytes * micro_batches, "gpu_memory_utilization ", o.gpu_memory_utilization, " of ",
+  TPKIT_REQUIRE(per_rank >= block_bytes * o.micro_batches, "gpu_memory_utilization ", o.gpu_memory_utilization, " of ",
                 total >> 20, " MiB leaves no room for the KV cache: ", used >> 20, " MiB already in use, about ",
                 weights >> 20, " MiB of weights and ", activations >> 20, " MiB of activations");
-  const std::int64_t wanted = o.max_num_seqs * ((c.max_position + o.block_size - 1) / o.block_size);
-  return std::min(wanted, per_rank / block_bytes);
+  return std::min(engine_detail::blocks_for_full_sequences(c, o), per_rank / block_bytes);
 }
 
 class CudaEngine : public engine_detail::EngineBase<CudaEngine> {
