@@ -6,6 +6,13 @@
 //     tests/test_engine_stories.cpp (5e-4 x max(1, |logit|)).
 //   * bfloat16 and float16 weights: the GPU's greedy tokens equal the host engine's in the same
 //     dtype, at TP 1, 2 and 4.
+//   * Seeded sampling (temperature, top-k, top-p) on the device: the same seeds give the same
+//     tokens twice, and the host engine's tokens. The draws are the host's (one per token from
+//     the request's generator); a token can differ from the host's only where a draw falls
+//     within the float32 logit difference (about 1e-6 relative; tests/test_engine_stories.cpp
+//     bounds it by 5e-4) of a boundary between two candidates' cumulative mass, a chance of
+//     about 1e-3 over these 320 tokens. The test is deterministic: it passes or fails the same
+//     way on every run on one machine.
 //   * Chunked prefill (8-token budget) and preemption (a KV cache too small for every request
 //     at once) give the same tokens.
 //   * Errors: a gpu_memory_utilization that leaves no room, a device that does not exist.
@@ -56,19 +63,19 @@ SamplingParams greedy64() { return stories::greedy(64); }
 std::vector<std::vector<std::int32_t>> run_gpu(const std::string& path, const Golden& g, EngineOptions o) {
   o.tokenizer = kTokenizer;
   o.gpu_memory_utilization = 0.5;
-  cuda::CudaEngine engine(path, o);
+  tpkit::cuda::CudaEngine engine(path, o);
   return tokens_of(engine.generate(g.prompt_ids, std::vector<SamplingParams>(g.prompt_ids.size(), greedy64())));
 }
 
 void logits_against_reference(const std::string& path, const Golden& g, int tp) {
   const Checkpoint ckpt = Checkpoint::open(path);
   const std::int64_t V = ckpt.config().vocab_size;
-  auto contexts = cuda::make_contexts(tp);
+  auto contexts = tpkit::cuda::make_contexts(tp);
   std::vector<double> worst(static_cast<std::size_t>(tp), 0.0);
-  cuda::run_device_mock_ranks(contexts, [&](Communicator<cuda::DeviceMockBackend>& comm) {
+  tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<tpkit::cuda::DeviceMockBackend>& comm) {
     TransformerModel<float, CudaOps> model(ckpt, {comm.rank(), tp}, 8);
     std::vector<std::int32_t> blocks = {7, 3, 0, 5, 1, 6, 2, 4};  // pages out of order
-    cuda::DeviceBuffer<float> d_logits(static_cast<std::size_t>(V));
+    tpkit::cuda::DeviceBuffer<float> d_logits(static_cast<std::size_t>(V));
     std::vector<float> logits(static_cast<std::size_t>(V));
     for (std::size_t i = 0; i < g.prompt_ids.size(); ++i) {
       std::vector<std::int32_t> tokens = g.prompt_ids[i];
@@ -122,6 +129,24 @@ int main() {
                std::string(dtype_name(dtype)) + " tp " + std::to_string(tp) + ": GPU tokens differ from the host's");
       }
     }
+    {  // seeded sampling on the device
+      EngineOptions o;
+      o.tokenizer = kTokenizer;
+      std::vector<SamplingParams> params;
+      for (std::size_t i = 0; i < g.prompt_ids.size(); ++i) {
+        SamplingParams p = greedy64();
+        p.temperature = 0.8f, p.top_k = 40, p.top_p = 0.9f, p.seed = 1234 + i;
+        params.push_back(p);
+      }
+      Engine host(kBin, o);
+      const auto want = tokens_of(host.generate(g.prompt_ids, params));
+      o.gpu_memory_utilization = 0.5;
+      tpkit::cuda::CudaEngine gpu(kBin, o);
+      const auto first = tokens_of(gpu.generate(g.prompt_ids, params));
+      expect(first == tokens_of(gpu.generate(g.prompt_ids, params)), "seeded sampling on the GPU does not repeat");
+      expect(first == want, "seeded sampling on the GPU differs from the host engine's");
+      expect(first != g.tokens, "seeded sampling gave the greedy tokens: the sampler did not sample");
+    }
     {  // chunked prefill and preemption
       EngineOptions o;
       o.tp_size = 2;
@@ -133,7 +158,7 @@ int main() {
     try {
       EngineOptions o;
       o.gpu_memory_utilization = 1e-6;
-      cuda::CudaEngine engine(kBin, o);
+      tpkit::cuda::CudaEngine engine(kBin, o);
     } catch (const Error& e) {
       refused = std::string(e.what()).find("leaves no room for the KV cache") != std::string::npos;
     }
@@ -142,7 +167,7 @@ int main() {
     try {
       EngineOptions o;
       o.gpu = 4096;
-      cuda::CudaEngine engine(kBin, o);
+      tpkit::cuda::CudaEngine engine(kBin, o);
     } catch (const Error& e) {
       refused = std::string(e.what()).find("gpu 4096 does not exist") != std::string::npos;
     }

@@ -56,9 +56,9 @@ void run_case(const Case& c, std::mt19937& rng) {
   for (auto& v : values) v = from_float<T>(normal(rng));
   for (auto& v : q) v = from_float<T>(normal(rng) * 2.0f);  // peaked enough to make positions matter
 
-  cuda::PagedDecodePlan plan;
+  tpkit::cuda::PagedDecodePlan plan;
   // Plan for spans up to 2100 only: the 9000-position sequence must still be covered.
-  if (cuda::plan_paged_decode(seqs, c.local_q_heads, hd, 2100, &plan) != cuda::Status::ok) {
+  if (tpkit::cuda::plan_paged_decode(seqs, c.local_q_heads, hd, 2100, &plan) != tpkit::cuda::Status::ok) {
     std::printf("FAILED: plan refused head_dim %d\n", hd), ++failures;
     return;
   }
@@ -73,12 +73,12 @@ void run_case(const Case& c, std::mt19937& rng) {
   const std::size_t out_count = std::size_t(seqs * c.local_q_heads * hd);
   T* d_out = poisoned<T>(out_count);
 
-  cuda::PagedDecodeArgs a;
+  tpkit::cuda::PagedDecodeArgs a;
   a.q = d_q, a.ldq = c.local_q_heads * hd, a.k_cache = d_k, a.v_cache = d_v, a.kv_heads = kv_heads;
   a.q_head_begin = c.q_head_begin, a.kv_head_begin = kv_begin, a.group_size = c.group;
   a.block_tables = d_tables, a.max_blocks_per_seq = max_blocks, a.context_lens = d_lens, a.page_size = c.page;
   a.scale = 1.0f / std::sqrt(float(hd)), a.window = c.window, a.out = d_out, a.ldo = c.local_q_heads * hd;
-  bool ok = cuda::paged_decode<T>(plan, a, d_ws, nullptr) == cuda::Status::ok;
+  bool ok = tpkit::cuda::paged_decode<T>(plan, a, d_ws, nullptr) == tpkit::cuda::Status::ok;
   ok &= cudaDeviceSynchronize() == cudaSuccess;
   const std::vector<T> out = to_host(d_out, out_count);
 
@@ -120,8 +120,8 @@ int main() {
   run_case<bfloat16>({2, 16, 8, 0, 4, 0}, rng);      // head_dim 8 (stories260K) and 96: under a bound
   run_case<half>({4, 1, 96, 0, 4, 0}, rng);
   // Refusals: a head_dim above the largest bound.
-  cuda::PagedDecodePlan plan;
-  if (cuda::plan_paged_decode(1, 1, 320, 10, &plan) != cuda::Status::unsupported)
+  tpkit::cuda::PagedDecodePlan plan;
+  if (tpkit::cuda::plan_paged_decode(1, 1, 320, 10, &plan) != tpkit::cuda::Status::unsupported)
     std::printf("FAILED: head_dim 320 accepted\n"), ++failures;
   std::printf("paged decode attention: %s\n", failures ? "FAILED" : "passed");
   return failures ? 1 : 0;

@@ -67,7 +67,9 @@ inline const char* op_name(OpKind k) {
 }
 
 // One rank's arguments to one collective, with its send data copied in so the rank may return
-// as soon as every peer has arrived (one synchronisation per collective).
+// as soon as every peer has arrived (one synchronisation per collective). A backend layered on
+// the mock that moves device data itself stages a token instead (MockBackend::rendezvous), and
+// marks the call `device_memory` so a rank passing host memory to the same call is a mismatch.
 struct Entry {
   OpKind kind = OpKind::barrier;
   DType dtype = DType::f32;
@@ -75,8 +77,31 @@ struct Entry {
   std::size_t count = 0;
   int root = 0;
   int color = 0, key = 0;
+  bool device_memory = false;
   std::vector<std::size_t> counts;
   std::vector<unsigned char> staged;
+
+  static Entry all_reduce(std::size_t count, DType t, ReduceOp op) {
+    Entry e;
+    e.kind = OpKind::all_reduce, e.count = count, e.dtype = t, e.op = op;
+    return e;
+  }
+  static Entry all_gather(const std::size_t* counts, int ranks, DType t) {
+    Entry e;
+    e.kind = OpKind::all_gather, e.dtype = t;
+    e.counts.assign(counts, counts + ranks);
+    return e;
+  }
+  static Entry reduce_scatter(const std::size_t* counts, int ranks, DType t, ReduceOp op) {
+    Entry e = all_gather(counts, ranks, t);
+    e.kind = OpKind::reduce_scatter, e.op = op;
+    return e;
+  }
+  static Entry broadcast(std::size_t count, DType t, int root) {
+    Entry e;
+    e.kind = OpKind::broadcast, e.count = count, e.dtype = t, e.root = root;
+    return e;
+  }
 
   std::string describe() const {
     std::string s = std::string(op_name(kind)) + "(";
@@ -99,10 +124,10 @@ struct Entry {
       case OpKind::split:
         break;
     }
-    return s + ")";
+    return s + (device_memory ? ", device memory)" : ")");
   }
   bool same_call(const Entry& o) const {
-    if (kind != o.kind) return false;
+    if (kind != o.kind || device_memory != o.device_memory) return false;
     switch (kind) {
       case OpKind::all_reduce:
         return dtype == o.dtype && count == o.count && op == o.op;
@@ -304,48 +329,37 @@ class MockBackend {
   const std::string& name() const { return group_->name; }
 
   void all_reduce(const void* send, void* recv, std::size_t count, DType t, ReduceOp op) {
-    mock_detail::Entry e;
-    e.kind = mock_detail::OpKind::all_reduce;
-    e.dtype = t, e.count = count, e.op = op;
-    collective(std::move(e), send, count * dtype_size(t),
+    collective(mock_detail::Entry::all_reduce(count, t, op), send, count * dtype_size(t),
                [&](const std::vector<mock_detail::Entry>& all) { mock_detail::reduce(t, all, 0, count, op, recv); });
   }
 
   void all_gather(const void* send, void* recv, const std::size_t* counts, DType t) {
-    mock_detail::Entry e;
-    e.kind = mock_detail::OpKind::all_gather;
-    e.dtype = t;
-    e.counts.assign(counts, counts + size());
     const std::size_t bytes = counts[rank_] * dtype_size(t);
-    collective(std::move(e), send, bytes, [&](const std::vector<mock_detail::Entry>& all) {
-      auto* out = static_cast<unsigned char*>(recv);
-      for (const auto& peer : all) {
-        std::memcpy(out, peer.staged.data(), peer.staged.size());
-        out += peer.staged.size();
-      }
-    });
+    collective(mock_detail::Entry::all_gather(counts, size(), t), send, bytes,
+               [&](const std::vector<mock_detail::Entry>& all) {
+                 auto* out = static_cast<unsigned char*>(recv);
+                 for (const auto& peer : all) {
+                   std::memcpy(out, peer.staged.data(), peer.staged.size());
+                   out += peer.staged.size();
+                 }
+               });
   }
 
   void reduce_scatter(const void* send, void* recv, const std::size_t* counts, DType t, ReduceOp op) {
-    mock_detail::Entry e;
-    e.kind = mock_detail::OpKind::reduce_scatter;
-    e.dtype = t, e.op = op;
-    e.counts.assign(counts, counts + size());
     const std::size_t total = std::accumulate(counts, counts + size(), std::size_t(0));
     const std::size_t offset = std::accumulate(counts, counts + rank_, std::size_t(0));
-    collective(std::move(e), send, total * dtype_size(t), [&](const std::vector<mock_detail::Entry>& all) {
-      mock_detail::reduce(t, all, offset, counts[rank_], op, recv);
-    });
+    collective(mock_detail::Entry::reduce_scatter(counts, size(), t, op), send, total * dtype_size(t),
+               [&](const std::vector<mock_detail::Entry>& all) {
+                 mock_detail::reduce(t, all, offset, counts[rank_], op, recv);
+               });
   }
 
   void broadcast(void* data, std::size_t count, DType t, int root) {
-    mock_detail::Entry e;
-    e.kind = mock_detail::OpKind::broadcast;
-    e.dtype = t, e.count = count, e.root = root;
     const std::size_t bytes = count * dtype_size(t);
-    collective(std::move(e), data, rank_ == root ? bytes : 0, [&](const std::vector<mock_detail::Entry>& all) {
-      if (rank_ != root) std::memcpy(data, all[std::size_t(root)].staged.data(), bytes);
-    });
+    collective(mock_detail::Entry::broadcast(count, t, root), data, rank_ == root ? bytes : 0,
+               [&](const std::vector<mock_detail::Entry>& all) {
+                 if (rank_ != root) std::memcpy(data, all[std::size_t(root)].staged.data(), bytes);
+               });
   }
 
   void barrier() {
@@ -367,6 +381,17 @@ class MockBackend {
       new_rank = slot.split_ranks[std::size_t(rank_)];
     });
     return MockBackend(std::move(group), new_rank);
+  }
+
+  // For a backend layered on this one that moves the data itself (the one-GPU mock,
+  // tpkit/cuda/device_mock.cuh): enters the collective `call` describes, with its mismatch
+  // checks, timeouts and fault injection, but exchanges `token` (bytes standing for this rank's
+  // data, such as device addresses) instead of the data. Once every rank has arrived,
+  // with_tokens gets each rank's entry in rank order; entry.staged holds that rank's token.
+  template <class F>
+  void rendezvous(mock_detail::Entry call, const void* token, std::size_t token_bytes, F&& with_tokens) {
+    call.device_memory = true;
+    collective(std::move(call), token, token_bytes, std::forward<F>(with_tokens));
   }
 
   void send(const void* data, std::size_t count, DType t, int peer, int tag) {

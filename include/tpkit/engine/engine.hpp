@@ -65,30 +65,36 @@ template <class Backend>
 class RankModel {
  public:
   virtual ~RankModel() = default;
-  virtual void forward(Communicator<Backend>& tp, const std::vector<StepSequence>& step, TensorView<float> logits,
+  // Runs one step. On the last stage, the logits of the `rows` sampling rows stay with the model.
+  virtual void forward(Communicator<Backend>& tp, const std::vector<StepSequence>& step, std::int64_t rows,
                        PipelineStage<Backend>* stage) = 0;
+  // tokens[r] = the token sampled from row r of the last step's logits (last stage only).
+  virtual void sample(const std::vector<SampleRequest>& requests, std::int32_t* tokens) = 0;
 };
-// The model of one rank with its Ops policy; logits come back to the host for sampling.
+// The model of one rank with its Ops policy. The logits stay in the Ops' memory and are
+// sampled there (on a GPU only the tokens come back to the host).
 template <class T, class Backend, class Ops>
 class TypedRankModel final : public RankModel<Backend> {
  public:
   TypedRankModel(const Checkpoint& c, ShardSpec s, std::int64_t blocks, std::int64_t block_size, Range layers)
-      : model_(c, s, blocks, block_size, layers) {}
-  void forward(Communicator<Backend>& tp, const std::vector<StepSequence>& step, TensorView<float> logits,
+      : model_(c, s, blocks, block_size, layers), vocab_(c.config().vocab_size) {}
+  void forward(Communicator<Backend>& tp, const std::vector<StepSequence>& step, std::int64_t rows,
                PipelineStage<Backend>* stage) override {
-    if constexpr (Ops::memory == MemoryKind::host) {
-      model_.forward(tp, step, logits, stage);
-    } else {
-      const std::int64_t rows = logits.rank() == 2 ? logits.size(0) : 0, cols = logits.rank() == 2 ? logits.size(1) : 0;
-      device_logits_.reserve_at_least(std::size_t(rows * cols));
-      model_.forward(tp, step, TensorView<float>(device_logits_.data(), {rows, cols}, Ops::memory), stage);
-      if (rows * cols > 0) Ops::download(device_logits_.data(), logits.data(), std::size_t(rows * cols));
-    }
+    logits_.reserve_at_least(std::size_t(rows * vocab_));
+    rows_ = rows;
+    model_.forward(tp, step, TensorView<float>(logits_.data(), {rows, vocab_}, Ops::memory), stage);
+  }
+  void sample(const std::vector<SampleRequest>& requests, std::int32_t* tokens) override {
+    TPKIT_REQUIRE(std::int64_t(requests.size()) == rows_, "sampling ", requests.size(), " rows of a step that has ",
+                  rows_);
+    Ops::sample(sampling_, logits_.data(), rows_, vocab_, requests.data(), tokens);
   }
 
  private:
   TransformerModel<T, Ops> model_;
-  typename Ops::template Buffer<float> device_logits_;
+  std::int64_t vocab_, rows_ = 0;
+  typename Ops::template Buffer<float> logits_;
+  typename Ops::SamplingState sampling_;
 };
 
 // Bytes of one KV-cache block on the rank that needs the most. A rank holds at most
@@ -210,7 +216,6 @@ class EngineRank {
                                          const std::vector<SamplingParams>& params,
                                          const std::vector<std::uint64_t>& seeds, const TokenCallback& on_token,
                                          GenerationStats* stats = nullptr) {
-    const ModelConfig& c = config_;
     const bool leader = groups.leader();
     PipelineStage<Backend> stage(groups.pp(), layers_);
     // One scheduler per micro-batch, each with its own share of the KV blocks; requests are dealt
@@ -238,9 +243,8 @@ class EngineRank {
       bool pending = false;              // sampled tokens not yet accepted
     };
     std::vector<InFlight> flights(static_cast<std::size_t>(mbs));
-    Sampler sampler;
+    std::vector<SampleRequest> requests;
     std::vector<StepSequence> step_sequences;
-    std::vector<float> logits;
     std::int64_t steps = 0;
     const TokenCallback* callback = leader ? &on_token : nullptr;
     for (bool active = true; active;) {
@@ -267,21 +271,16 @@ class EngineRank {
               {ch.sequence->tokens.data() + ch.start, ch.count, ch.start, &ch.sequence->blocks, ch.samples});
           rows += ch.samples ? 1 : 0;
         }
-        logits.resize(stage.last() ? std::size_t(rows * c.vocab_size) : 0);
-        model_->forward(groups.tp(), step_sequences,
-                        TensorView<float>(logits.data(), {stage.last() ? rows : 0, c.vocab_size}), &stage);
+        model_->forward(groups.tp(), step_sequences, stage.last() ? rows : 0, &stage);
         scheduler.complete(f.step);
         ++steps;
         if (rows == 0) continue;
         f.tokens.assign(std::size_t(rows), 0);
         if (leader) {
-          std::int64_t row = 0;
+          requests.clear();
           for (const ScheduledChunk& ch : f.step)
-            if (ch.samples) {
-              f.tokens[std::size_t(row)] = sampler.sample(logits.data() + row * c.vocab_size, c.vocab_size,
-                                                          ch.sequence->params, ch.sequence->rng);
-              ++row;
-            }
+            if (ch.samples) requests.push_back({&ch.sequence->params, &ch.sequence->rng});
+          model_->sample(requests, f.tokens.data());
           for (int r = 0; r < groups.world().size(); ++r)
             if (r != groups.world().rank()) groups.world().send(f.tokens.data(), f.tokens.size(), r, kTokenTag);
         }

@@ -39,9 +39,19 @@ struct SamplingParams {
   bool greedy() const { return temperature == 0.0f || top_k == 1; }
 };
 
+// The uniform draw in [0, 1) a non-greedy sample takes from its request's generator: one per
+// token, on the host whichever device samples (tpkit/cuda/sampling.cuh takes it as an input).
+inline double uniform_draw(std::mt19937_64& rng) { return double(rng() >> 11) * 0x1p-53; }
+
 inline std::int32_t argmax_token(const float* logits, std::int64_t vocab) {
   return std::int32_t(std::max_element(logits, logits + vocab) - logits);
 }
+
+// One row of a step's logits to sample: its request's parameters and generator.
+struct SampleRequest {
+  const SamplingParams* params;
+  std::mt19937_64* rng;
+};
 
 class Sampler {
  public:
@@ -79,7 +89,7 @@ class Sampler {
     }
     total = 0;
     for (std::int64_t i = 0; i < keep; ++i) total += probs_[std::size_t(i)];
-    const double u = double(rng() >> 11) * 0x1p-53 * total;
+    const double u = uniform_draw(rng) * total;
     double cumulative = 0;
     for (std::int64_t i = 0; i < keep; ++i) {
       cumulative += probs_[std::size_t(i)];

@@ -17,6 +17,7 @@
 #include "tpkit/core/dtype.hpp"
 #include "tpkit/core/error.hpp"
 #include "tpkit/core/tensor.hpp"
+#include "tpkit/engine/sampling.hpp"
 #include "tpkit/ops/host_kernels.hpp"
 #include "tpkit/parallel/shard.hpp"
 
@@ -259,6 +260,15 @@ struct HostOps {
     const std::vector<AttentionQuery>& queries = state.layout->queries;
     paged_attention_host(cache, layer, heads, q, ldq, queries.data(), std::int64_t(queries.size()), scale, window, out,
                          ldo, state.scores);
+  }
+
+  // tokens[r] = a token sampled from row r of `logits` ([rows, vocab], this memory) under
+  // requests[r]; tokens is host memory. The Sampler's scratch is reused between steps.
+  using SamplingState = Sampler;
+  static void sample(SamplingState& sampler, const float* logits, std::int64_t rows, std::int64_t vocab,
+                     const SampleRequest* requests, std::int32_t* tokens) {
+    for (std::int64_t r = 0; r < rows; ++r)
+      tokens[r] = sampler.sample(logits + r * vocab, vocab, *requests[r].params, *requests[r].rng);
   }
 
   // For each row b of a [batch, N] matrix: the largest value and its column (the first on ties).

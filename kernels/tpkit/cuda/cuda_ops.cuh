@@ -5,7 +5,7 @@
 //
 // Every call launches on the stream of the CudaContext bound to the calling thread
 // (ScopedContext) and returns without waiting, except where a result comes back to the host
-// (row_argmax) or host memory is read after the call (load_block). Launcher Status codes and
+// (row_argmax, sample, download) or host memory is read after the call (load_block). Launcher Status codes and
 // CUDA errors become tpkit::Error here (the layer error layer).
 #pragma once
 
@@ -20,6 +20,8 @@
 #include "tpkit/cuda/fused_kernels.cuh"
 #include "tpkit/cuda/gemm.cuh"
 #include "tpkit/cuda/paged_attention.cuh"
+#include "tpkit/cuda/sampling.cuh"
+#include "tpkit/engine/sampling.hpp"
 #include "tpkit/ops/host_ops.hpp"
 #include "tpkit/parallel/shard.hpp"
 
@@ -126,6 +128,49 @@ struct CudaOps {
                                      cudaMemcpyDeviceToHost, c.stream()),
                      "row_argmax result");
     c.synchronize("row_argmax");
+  }
+
+  // tokens[r] (host memory) = a token sampled on the device from row r of `logits` under
+  // requests[r]: the draws are taken on the host, as HostOps takes them, and only the tokens
+  // come back. A step where every row is greedy takes the row argmax instead of the sort.
+  struct SamplingState {
+    cuda::SamplingPlan plan;
+    Buffer<unsigned char> workspace;
+    Buffer<cuda::SamplingRow> rows;
+    Buffer<std::int32_t> tokens;
+    std::vector<cuda::SamplingRow> host_rows;
+    std::vector<float> best_value;
+    std::vector<std::int64_t> best_index;
+  };
+  static void sample(SamplingState& s, const float* logits, std::int64_t rows, std::int64_t vocab,
+                     const SampleRequest* requests, std::int32_t* tokens) {
+    if (rows == 0) return;
+    bool all_greedy = true;
+    s.host_rows.resize(std::size_t(rows));
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const SamplingParams& p = *requests[r].params;
+      cuda::SamplingRow& row = s.host_rows[std::size_t(r)];
+      row.temperature = p.temperature, row.top_k = p.top_k, row.top_p = p.top_p, row.min_p = p.min_p;
+      row.u = p.greedy() ? 0.0 : uniform_draw(*requests[r].rng);
+      all_greedy &= p.greedy();
+    }
+    if (all_greedy) {
+      s.best_value.resize(std::size_t(rows)), s.best_index.resize(std::size_t(rows));
+      row_argmax(logits, vocab, rows, vocab, s.best_value.data(), s.best_index.data());
+      for (std::int64_t r = 0; r < rows; ++r) tokens[r] = std::int32_t(s.best_index[std::size_t(r)]);
+      return;
+    }
+    if (s.plan.rows != rows || s.plan.vocab != vocab) {
+      cuda::check_status(cuda::plan_sampling(int(rows), vocab, &s.plan), "sampling plan");
+      s.workspace.reserve_at_least(s.plan.workspace_bytes);
+    }
+    s.rows.reserve_at_least(std::size_t(rows));
+    s.tokens.reserve_at_least(std::size_t(rows));
+    upload(s.host_rows.data(), s.rows.data(), std::size_t(rows));
+    cuda::check_status(
+        cuda::sample_rows(s.plan, logits, vocab, s.rows.data(), s.workspace.data(), s.tokens.data(), stream()),
+        "sampling");
+    download(s.tokens.data(), tokens, std::size_t(rows));
   }
 
   // One step's attention metadata on the device: K/V slots per row, the block tables, and

@@ -2,8 +2,8 @@
 // instantiated with CudaOps: weights, activations and the paged KV cache live in device memory
 // and every layer runs through cuBLASLt and tpkit's kernels. tp_size x pp_size ranks run as
 // threads, each with its own CUDA stream, over DeviceMockBackend (so TP and PP on one GPU give
-// the answers of TP and PP on several). Logits come back to the host, where the engine's
-// sampler runs.
+// the answers of TP and PP on several). Logits stay on the device; only the sampled tokens come
+// back (CudaOps::sample).
 //
 // KV cache size: with num_kv_blocks 0, the blocks that fit in gpu_memory_utilization of the
 // device's memory once this process's current use, the weights (computed from the config) and
