@@ -1,6 +1,8 @@
 // Misuse of the mock backend ends in an error that names the operation and the rank(s), within
 // the configured timeout, never in a hang.
 #include <chrono>
+#include <cstring>
+#include <vector>
 
 #include "catch.hpp"
 #include "support.hpp"
@@ -208,4 +210,47 @@ TEST_CASE("after a failed collective the group refuses further work instead of h
   } catch (...) {
   }
   for (const auto& s : seen) REQUIRE(s.find("an earlier collective failed") != std::string::npos);
+}
+
+// MockBackend::rendezvous, which the one-GPU mock (tpkit/cuda/device_mock.cuh) builds on: each
+// rank's token reaches every rank in rank order, and a rank passing host memory to a collective
+// where its peers pass device memory (a rendezvous) is a mismatch, not a misread token.
+TEST_CASE("rendezvous exchanges tokens in rank order and is checked like the collective it stands for",
+          "[comm][misuse]") {
+  std::vector<std::vector<int>> seen(3);
+  run_mock_ranks(3, [&](Communicator<MockBackend>& comm) {
+    const int token = 100 + comm.rank();
+    comm.backend().rendezvous(mock_detail::Entry::all_reduce(8, DType::f32, ReduceOp::sum), &token, sizeof token,
+                              [&](const std::vector<mock_detail::Entry>& all) {
+                                for (const auto& e : all) {
+                                  int t = 0;
+                                  std::memcpy(&t, e.staged.data(), sizeof t);
+                                  seen[std::size_t(comm.rank())].push_back(t);
+                                }
+                              });
+  });
+  for (const auto& s : seen) CHECK(s == std::vector<int>{100, 101, 102});
+
+  expect_failure<CollectiveMismatch>(2,
+                                     [](Communicator<MockBackend>& comm) {
+                                       float x[8] = {};
+                                       if (comm.rank() == 0)
+                                         comm.backend().rendezvous(
+                                             mock_detail::Entry::all_reduce(8, DType::f32, ReduceOp::sum), &x,
+                                             sizeof(void*), [](const std::vector<mock_detail::Entry>&) {});
+                                       else
+                                         comm.all_reduce(x, 8);
+                                     },
+                                     with_timeout(5000ms),
+                                     {"rank 0 called all_reduce(count=8, dtype=f32, op=sum, device memory)",
+                                      "rank 1 called all_reduce(count=8, dtype=f32, op=sum)"});
+  expect_failure<CollectiveMismatch>(
+      2,
+      [](Communicator<MockBackend>& comm) {
+        const std::size_t counts[2] = {3, std::size_t(4 + comm.rank())};
+        int token = 0;
+        comm.backend().rendezvous(mock_detail::Entry::all_gather(counts, 2, DType::bf16), &token, sizeof token,
+                                  [](const std::vector<mock_detail::Entry>&) {});
+      },
+      with_timeout(5000ms), {"all_gather(counts=[3,4], dtype=bf16, device memory)", "counts=[3,5]"});
 }
