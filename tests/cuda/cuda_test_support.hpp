@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <string>
 #include <vector>
 
 // False, after printing why, when no CUDA device is present: the test then exits 77 (skipped).
@@ -41,3 +42,12 @@ std::vector<T> to_host(const T* d, std::size_t n) {
   cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
   return h;
 }
+
+namespace cuda_test {
+// Failed expectations so far; a test's main returns 1 when there are any.
+inline int failures = 0;
+
+inline void expect(bool ok, const std::string& what) {
+  if (!ok) std::printf("FAILED: %s\n", what.c_str()), ++failures;
+}
+}  // namespace cuda_test

@@ -27,14 +27,11 @@
 #include "tpkit/cuda/engine.cuh"
 
 using namespace tpkit;
+using cuda_test::expect;
+using cuda_test::failures;
 
 namespace {
 using stories::kBin, stories::kHf, stories::kTokenizer;
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  if (!ok) std::printf("FAILED: %s\n", what.c_str()), ++failures;
-}
 
 struct Golden {
   std::vector<std::vector<std::int32_t>> prompt_ids;

@@ -17,14 +17,11 @@
 #include "tpkit/layers/linear.hpp"
 
 using namespace tpkit;
+using cuda_test::expect;
+using cuda_test::failures;
 using tpkit::cuda::DeviceMockBackend;
 
 namespace {
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  if (!ok) std::printf("FAILED: %s\n", what.c_str()), ++failures;
-}
 
 template <class T>
 std::vector<double> device_to_doubles(const T* d, std::size_t n) {

@@ -21,14 +21,11 @@
 #include "tpkit/cuda/fused_kernels.cuh"
 
 using namespace tpkit;
+using cuda_test::expect;
+using cuda_test::failures;
 using tpkit::cuda::DeviceMockBackend;
 
 namespace {
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  if (!ok) std::printf("FAILED: %s\n", what.c_str()), ++failures;
-}
 
 template <class T>
 constexpr bool is_16bit = std::is_same_v<T, tpkit::half> || std::is_same_v<T, bfloat16>;

@@ -27,15 +27,12 @@
 #include "tpkit/engine/sampling.hpp"
 
 using namespace tpkit;
+using cuda_test::expect;
+using cuda_test::failures;
 using tpkit::cuda::SamplingRow;
 
 namespace {
-int failures = 0;
 std::size_t checked = 0, near_boundary = 0;
-
-void expect(bool ok, const std::string& what) {
-  if (!ok) std::printf("FAILED: %s\n", what.c_str()), ++failures;
-}
 
 // The rule, in float64; *margin: how close (as a fraction of the kept mass) a decision was.
 std::int32_t reference_sample(const float* l, std::int64_t vocab, const SamplingRow& p, double* margin) {
