@@ -43,11 +43,15 @@ inline std::int64_t kv_blocks_for_memory(const ModelConfig& c, const EngineOptio
   std::size_t free = 0, total = 0;
   check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
   const std::int64_t world = o.layout().world_size();
-  // Activations: the step's buffers at max_num_batched_tokens, logits, staging and slack.
+  // Activations: the step's buffers at max_num_batched_tokens, logits, staging and slack per
+  // rank, and the sampling workspace of the rank that samples.
   const std::int64_t tokens = o.max_num_batched_tokens, H = c.hidden_size;
+  SamplingPlan sampling;  // its workspace: sort keys and ids, in and out, and CUB's buffers
+  check_status(plan_sampling(o.max_num_seqs, c.vocab_size, &sampling), "sampling plan");
   const std::int64_t activations =
       world * (tokens * (4 * H + c.q_size() + 2 * c.kv_size() + 3 * c.intermediate_size) * 4 +
-               2 * o.max_num_seqs * c.vocab_size * 4 + (std::int64_t(64) << 20));
+               2 * o.max_num_seqs * c.vocab_size * 4 + (std::int64_t(64) << 20)) +
+      std::int64_t(sampling.workspace_bytes);
   const std::int64_t weights = weight_bytes_all_ranks(c, o);
   const std::int64_t used = std::int64_t(total - free);
   const std::int64_t budget = std::int64_t(o.gpu_memory_utilization * double(total)) - used - weights - activations;
