@@ -156,11 +156,11 @@ class DeviceMockBackend {
   // Both buffers must be in the same kind of memory; every rank must choose the same kind
   // (a rank passing host memory where its peers pass device memory is a CollectiveMismatch).
   static bool on_device(const void* send, const void* recv, const char* what) {
-    const bool device = is_device_memory(send) || is_device_memory(recv);
-    if (device && send && recv)
-      TPKIT_REQUIRE(is_device_memory(send) && is_device_memory(recv), "DeviceMockBackend::", what,
+    const bool send_device = is_device_memory(send), recv_device = send == recv ? send_device : is_device_memory(recv);
+    if (send && recv)
+      TPKIT_REQUIRE(send_device == recv_device, "DeviceMockBackend::", what,
                     ": one buffer is in device memory and the other in host memory");
-    return device;
+    return send_device || recv_device;
   }
 
   static void copy(const void* src, void* dst, std::size_t bytes, const char* what) {
