@@ -4,15 +4,17 @@
 //
 //   tpkit-generate --model PATH [--tokenizer PATH] [--prompt TEXT | --prompt-ids 1,2,3]
 //                  [--tp N] [--pp N] [--layers-per-stage 2,3] [--micro-batches N]
-//                  [--backend auto|threads|mpi] [--comm-timeout-ms MS] [--fault SPEC]
+//                  [--backend auto|threads|mpi|nccl] [--comm-timeout-ms MS] [--fault SPEC]
 //                  [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
 //                  [--min-p P] [--seed S] [--stop TEXT]... [--dtype f32|bf16|f16]
-//                  [--device cpu|cuda] [--gpu N] [--gpu-memory-utilization F]
+//                  [--device cpu|cuda] [--gpu N] [--gpu-memory-utilization F] [--enforce-eager]
 //
-// --device cuda runs every rank as a thread on one GPU (tpkit/cuda/engine.cuh); it needs a
-// build with the CUDA toolkit.
+// --device cuda runs every rank as a thread on one GPU (tpkit/cuda/engine.cuh) or, under a
+// launcher (mpirun, srun, torchrun-style variables) or with --backend nccl, one process per GPU
+// over NCCL (tpkit/cuda/nccl_engine.cuh). It needs a build with the CUDA toolkit (and NCCL).
 //
 //   mpirun -np 4 tpkit-generate --model M --tp 2 --pp 2 --prompt "Once"
+//   mpirun -np 2 -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=29511 tpkit-generate --device cuda --tp 2 ...
 //
 // The generated text goes to stdout as it is produced (by the sampling rank); a summary goes
 // to stderr.
@@ -35,6 +37,11 @@
 #ifdef TPKIT_WITH_CUDA
 // generate_cuda.cu: the GPU engine (returns the exit status).
 int generate_on_gpu(const std::string& model, const generate::Request& request, const tpkit::EngineOptions& options);
+#ifdef TPKIT_WITH_NCCL
+// One GPU per process over NCCL, the world from the launcher's variables.
+int generate_over_nccl(const std::string& model, const generate::Request& request, const tpkit::EngineOptions& options,
+                       std::chrono::milliseconds timeout);
+#endif
 #endif
 
 using generate::Request;
@@ -46,10 +53,10 @@ using generate::usage;
                "error: %s\n"
                "usage: tpkit-generate --model PATH [--tokenizer PATH] [--prompt TEXT | --prompt-ids 1,2,3]\n"
                "       [--tp N] [--pp N] [--layers-per-stage 2,3] [--micro-batches N]\n"
-               "       [--backend auto|threads|mpi] [--comm-timeout-ms MS] [--fault SPEC]\n"
+               "       [--backend auto|threads|mpi|nccl] [--comm-timeout-ms MS] [--fault SPEC]\n"
                "       [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
                "       [--seed S] [--stop TEXT]... [--dtype f32|bf16|f16]\n"
-               "       [--device cpu|cuda] [--gpu N] [--gpu-memory-utilization F]\n",
+               "       [--device cpu|cuda] [--gpu N] [--gpu-memory-utilization F] [--enforce-eager]\n",
                error.c_str());
   std::exit(2);
 }
@@ -76,6 +83,8 @@ bool launched_by_mpi() {
     if (std::getenv(v)) return true;
   return false;
 }
+// Launched by any launcher, torchrun-style ones included.
+bool launched() { return launched_by_mpi() || std::getenv("WORLD_SIZE") || std::getenv("SLURM_NTASKS"); }
 
 }  // namespace
 
@@ -91,6 +100,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") usage("help requested");
+    if (flag == "--enforce-eager") {  // GPU: no CUDA graphs
+      options.enforce_eager = true;
+      continue;
+    }
     if (i + 1 >= argc) usage(flag + " needs a value");
     const std::string value = argv[++i];
     if (flag == "--model")
@@ -155,7 +168,17 @@ int main(int argc, char** argv) {
   if (device != "cpu" && device != "cuda") usage("--device must be cpu or cuda");
   if (device == "cuda") {
 #ifdef TPKIT_WITH_CUDA
-    if (backend == "mpi" || launched_by_mpi()) usage("--device cuda runs every rank in this process; drop mpirun");
+    if (backend == "auto") backend = launched() ? "nccl" : "threads";
+    if (backend == "nccl") {
+#ifdef TPKIT_WITH_NCCL
+      if (!faults.empty()) usage("--fault works with the threads and mpi backends, not nccl");
+      return generate_over_nccl(model, request, options, timeout);
+#else
+      usage("this tpkit-generate was built without NCCL (--device cuda --backend nccl needs it)");
+#endif
+    }
+    if (backend != "threads") usage("with --device cuda, --backend must be auto, threads or nccl");
+    if (launched()) usage("--device cuda --backend threads runs every rank in this process; drop the launcher");
     options.comm.timeout = timeout;
     options.comm.faults = faults;
     return generate_on_gpu(model, request, options);
@@ -176,7 +199,7 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  if (backend != "mpi") usage("--backend must be auto, threads or mpi");
+  if (backend != "mpi") usage("--backend must be auto, threads or mpi (nccl needs --device cuda)");
 #ifdef TPKIT_WITH_MPI
   MPI_Init(&argc, &argv);
   int world_rank = 0;

@@ -13,6 +13,9 @@
 //     bounds it by 5e-4) of a boundary between two candidates' cumulative mass, a chance of
 //     about 1e-3 over these 320 tokens. The test is deterministic: it passes or fails the same
 //     way on every run on one machine.
+//   * Decode steps from CUDA graphs (the default at TP 1): most steps replay a graph, and the
+//     tokens are the golden ones with at most 16, 3 or 1 sequences at once (other row and
+//     block-table paddings); with enforce_eager, and at TP 2 over the mock, no step does.
 //   * Chunked prefill (8-token budget) and preemption (a KV cache too small for every request
 //     at once) give the same tokens.
 //   * Errors: a gpu_memory_utilization that leaves no room, a device that does not exist.
@@ -22,8 +25,7 @@
 #include <vector>
 
 #include "cuda_test_support.hpp"
-#include "reference/llama_reference.hpp"
-#include "stories.hpp"
+#include "reference/stories_golden.hpp"
 #include "tpkit/cuda/engine.cuh"
 
 using namespace tpkit;
@@ -33,26 +35,7 @@ using cuda_test::failures;
 namespace {
 using stories::kBin, stories::kHf, stories::kTokenizer;
 
-struct Golden {
-  std::vector<std::vector<std::int32_t>> prompt_ids;
-  std::vector<std::vector<std::int32_t>> tokens;
-  std::vector<std::vector<std::vector<double>>> logits;
-};
-
-Golden make_golden() {
-  Golden g;
-  const ref::LlamaWeights w = ref::read_llama2c(kBin);
-  const Llama2cTokenizer tok(kTokenizer);
-  for (const std::string& p : stories::kPrompts) {
-    g.prompt_ids.push_back(tok.encode(p, true, false));
-    std::vector<std::vector<double>> logits;
-    const std::vector<int> t =
-        ref::greedy(w, std::vector<int>(g.prompt_ids.back().begin(), g.prompt_ids.back().end()), 64, &logits);
-    g.tokens.emplace_back(t.begin(), t.end());
-    g.logits.push_back(std::move(logits));
-  }
-  return g;
-}
+using stories::Golden;
 
 const auto tokens_of = stories::token_ids;
 SamplingParams greedy64() { return stories::greedy(64); }
@@ -103,7 +86,7 @@ void logits_against_reference(const std::string& path, const Golden& g, int tp) 
 int main() {
   if (!have_gpu()) return 77;
   try {
-    const Golden g = make_golden();
+    const Golden g = stories::make_golden();
     for (const std::string& path : {kBin, kHf}) {
       for (int tp : {1, 2, 4}) {
         EngineOptions o;
@@ -143,6 +126,34 @@ int main() {
       expect(first == tokens_of(gpu.generate(g.prompt_ids, params)), "seeded sampling on the GPU does not repeat");
       expect(first == want, "seeded sampling on the GPU differs from the host engine's");
       expect(first != g.tokens, "seeded sampling gave the greedy tokens: the sampler did not sample");
+    }
+    {  // CUDA graphs
+      for (std::int64_t seqs : {16, 3, 1}) {
+        for (bool eager : {false, true}) {
+          EngineOptions o;
+          o.tokenizer = kTokenizer;
+          o.gpu_memory_utilization = 0.5;
+          o.max_num_seqs = seqs;
+          o.enforce_eager = eager;
+          tpkit::cuda::CudaEngine engine(kBin, o);
+          const auto got =
+              tokens_of(engine.generate(g.prompt_ids, std::vector<SamplingParams>(g.prompt_ids.size(), greedy64())));
+          const GenerationStats& st = engine.last_stats();
+          const std::string name = "max_num_seqs " + std::to_string(seqs) + (eager ? " eager" : " graphs");
+          expect(got == g.tokens, name + ": tokens differ from the golden");
+          // Steps that do not replay: prefill steps and the first step of each (rows, table width).
+          expect(
+              eager ? st.graph_steps == 0 : st.graph_steps * 2 >= st.steps && st.graph_steps < st.steps,
+              name + ": " + std::to_string(st.graph_steps) + " of " + std::to_string(st.steps) + " steps from graphs");
+        }
+      }
+      EngineOptions o;
+      o.tokenizer = kTokenizer;
+      o.gpu_memory_utilization = 0.5;
+      o.tp_size = 2;
+      tpkit::cuda::CudaEngine engine(kBin, o);
+      engine.generate(g.prompt_ids, std::vector<SamplingParams>(g.prompt_ids.size(), greedy64()));
+      expect(engine.last_stats().graph_steps == 0, "TP 2 over the one-GPU mock does not capture its host rendezvous");
     }
     {  // chunked prefill and preemption
       EngineOptions o;

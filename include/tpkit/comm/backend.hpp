@@ -17,6 +17,10 @@
 //   split(color, key) -> Backend              a new group of the ranks that passed the same
 //                                             color, ranked by (key, old rank); collective
 //
+// Optional: `static constexpr bool kCapturableCollectives = true` says that collectives on
+// device buffers only enqueue work on a CUDA stream (no host wait), so a CUDA graph may capture
+// them (NcclBackend). Without it a group larger than one is never captured.
+//
 // Every operation is collective over the group (except send/recv) and must be entered by all
 // ranks in the same order with matching arguments. A backend must not hang on misuse: it
 // reports it as a tpkit::CommError subclass naming the operation and the ranks involved.
@@ -61,5 +65,12 @@ concept communicator_backend = std::move_constructible<B> &&
 #define TPKIT_BACKEND_CHECK(B) \
   static_assert(std::is_move_constructible_v<B>, "a communicator backend must be move constructible")
 #endif
+
+// Whether Backend's device collectives may be captured in a CUDA graph (see above).
+template <class B, class = void>
+struct collectives_capturable : std::false_type {};
+template <class B>
+struct collectives_capturable<B, std::void_t<decltype(B::kCapturableCollectives)>>
+    : std::bool_constant<B::kCapturableCollectives> {};
 
 }  // namespace tpkit

@@ -9,6 +9,10 @@
 // fails instead of hanging; synchronize() waits for the stream against the timeout and
 // aborts on expiry, naming the communicator and the last operation enqueued.
 //
+// Host buffers are accepted too, for small control messages (an engine's sampled tokens, the
+// fingerprints ranks compare): they are staged through device memory and the call waits for
+// the result (against the timeout) before it returns. Device buffers never wait.
+//
 // Status: compiled in CI; run only where a GPU is lent (see docs/distributed.md).
 #pragma once
 
@@ -128,6 +132,8 @@ struct Comm {
 
 class NcclBackend {
  public:
+  static constexpr bool kCapturableCollectives = true;  // device buffers: enqueue only
+
   // A unique id for a new world: created by rank 0 and given to every rank (through MPI, or
   // TcpRendezvous::broadcast).
   static ncclUniqueId unique_id() {
@@ -175,14 +181,20 @@ class NcclBackend {
   cudaStream_t stream() const { return stream_; }
 
   void all_reduce(const void* send, void* recv, std::size_t count, DType t, ReduceOp op) {
+    const std::size_t bytes = count * dtype_size(t);
+    if (in_host_memory(send, recv, "all_reduce"))
+      return staged(send, bytes, recv, bytes, [&](const void* s, void* r) { all_reduce(s, r, count, t, op); });
     last_ = "all_reduce";
     if (size_ == 1) return copy(send, recv, count * dtype_size(t));
     call(ncclAllReduce(send, recv, count, nccl_detail::type_of(t), op_of(op), comm_->comm, stream_), "ncclAllReduce");
   }
 
   void all_gather(const void* send, void* recv, const std::size_t* counts, DType t) {
-    last_ = "all_gather";
     const std::size_t element = dtype_size(t);
+    if (in_host_memory(send, recv, "all_gather"))
+      return staged(send, counts[rank_] * element, recv, total(counts) * element,
+                    [&](const void* s, void* r) { all_gather(s, r, counts, t); });
+    last_ = "all_gather";
     if (size_ == 1) return copy(send, recv, counts[0] * element);
     if (equal(counts)) {
       call(ncclAllGather(send, recv, counts[0], nccl_detail::type_of(t), comm_->comm, stream_), "ncclAllGather");
@@ -205,8 +217,11 @@ class NcclBackend {
   }
 
   void reduce_scatter(const void* send, void* recv, const std::size_t* counts, DType t, ReduceOp op) {
-    last_ = "reduce_scatter";
     const std::size_t element = dtype_size(t);
+    if (in_host_memory(send, recv, "reduce_scatter"))
+      return staged(send, total(counts) * element, recv, counts[rank_] * element,
+                    [&](const void* s, void* r) { reduce_scatter(s, r, counts, t, op); });
+    last_ = "reduce_scatter";
     if (size_ == 1) return copy(send, recv, counts[0] * element);
     if (equal(counts)) {
       call(ncclReduceScatter(send, recv, counts[0], nccl_detail::type_of(t), op_of(op), comm_->comm, stream_),
@@ -226,16 +241,25 @@ class NcclBackend {
   }
 
   void broadcast(void* data, std::size_t count, DType t, int root) {
-    last_ = "broadcast";
     if (size_ == 1) return;
+    const std::size_t bytes = count * dtype_size(t);
+    if (in_host_memory(data, data, "broadcast"))
+      return staged(data, bytes, data, bytes, [&](const void*, void* d) { broadcast(d, count, t, root); });
+    last_ = "broadcast";
     call(ncclBroadcast(data, data, count, nccl_detail::type_of(t), root, comm_->comm, stream_), "ncclBroadcast");
   }
 
-  void send(const void* data, std::size_t count, DType t, int peer, int) {
+  void send(const void* data, std::size_t count, DType t, int peer, int tag) {
+    const std::size_t bytes = count * dtype_size(t);
+    if (in_host_memory(data, data, "send"))
+      return staged(data, bytes, nullptr, 0, [&](const void* s, void*) { send(s, count, t, peer, tag); });
     last_ = "send to rank " + std::to_string(peer);
     call(ncclSend(data, count, nccl_detail::type_of(t), peer, comm_->comm, stream_), "ncclSend");
   }
-  void recv(void* data, std::size_t count, DType t, int peer, int) {
+  void recv(void* data, std::size_t count, DType t, int peer, int tag) {
+    const std::size_t bytes = count * dtype_size(t);
+    if (in_host_memory(data, data, "recv"))
+      return staged(nullptr, 0, data, bytes, [&](const void*, void* r) { recv(r, count, t, peer, tag); });
     last_ = "recv from rank " + std::to_string(peer);
     call(ncclRecv(data, count, nccl_detail::type_of(t), peer, comm_->comm, stream_), "ncclRecv");
   }
@@ -325,6 +349,53 @@ class NcclBackend {
       if (counts[r] != counts[0]) return false;
     return true;
   }
+  std::size_t total(const std::size_t* counts) const {
+    std::size_t n = 0;
+    for (int r = 0; r < size_; ++r) n += counts[r];
+    return n;
+  }
+
+  // Both buffers must be in the same kind of memory (null: the one that is not used).
+  static bool in_host_memory(const void* send, const void* recv, const char* what) {
+    const auto host = [](const void* p) {
+      cudaPointerAttributes a{};
+      if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        cudaGetLastError();  // older runtimes reject unregistered host pointers
+        return true;
+      }
+      return a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged;
+    };
+    const bool send_host = send && host(send), recv_host = recv == send ? send_host : recv && host(recv);
+    if (send && recv && send_host != recv_host)
+      throw InvalidArgument(std::string("NcclBackend::") + what +
+                            ": one buffer is in device memory and the other in host memory");
+    return send_host || recv_host;
+  }
+
+  // Runs op(device send, device recv) on copies of host buffers and waits for the result.
+  template <class Op>
+  void staged(const void* send, std::size_t send_bytes, void* recv, std::size_t recv_bytes, Op&& op) {
+    const bool in_place = send == recv;
+    const std::size_t recv_offset = in_place ? 0 : (send_bytes + 255) / 256 * 256;
+    const std::size_t bytes = recv_offset + recv_bytes + 1;
+    if (staging_bytes_ < bytes) {
+      synchronize();  // work still reading the old buffer
+      void* p = nullptr;
+      nccl_detail::check_cuda(cudaMalloc(&p, bytes), "cudaMalloc (staging)");
+      staging_ = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+      staging_bytes_ = bytes;
+    }
+    auto* base = static_cast<unsigned char*>(staging_.get());
+    if (send_bytes)
+      nccl_detail::check_cuda(cudaMemcpyAsync(base, send, send_bytes, cudaMemcpyHostToDevice, stream_),
+                              "staging a host buffer");
+    op(base, base + recv_offset);
+    if (recv_bytes)
+      nccl_detail::check_cuda(cudaMemcpyAsync(recv, base + recv_offset, recv_bytes, cudaMemcpyDeviceToHost, stream_),
+                              "returning a staged buffer");
+    synchronize();
+  }
+
   void copy(const void* src, void* dst, std::size_t bytes) {
     if (src != dst && bytes)
       nccl_detail::check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "cudaMemcpyAsync");
@@ -337,6 +408,8 @@ class NcclBackend {
   std::string name_;
   std::string last_ = "nothing";
   std::shared_ptr<void> scratch_;
+  std::shared_ptr<void> staging_;  // host buffers' device copies
+  std::size_t staging_bytes_ = 0;
 };
 
 }  // namespace tpkit

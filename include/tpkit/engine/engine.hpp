@@ -42,6 +42,9 @@ struct EngineOptions {
   // weights and KV cache may use; with num_kv_blocks 0 the KV cache gets what is left.
   int gpu = 0;
   double gpu_memory_utilization = 0.9;
+  // GPU engines: decode steps of a single-stage model replay CUDA graphs of their layers
+  // (TransformerModel::enable_step_graphs) unless this is set, as with vLLM's enforce_eager.
+  bool enforce_eager = false;
 
   ParallelLayout layout() const { return {tp_size, pp_size}; }
 };
@@ -54,6 +57,7 @@ struct GenerationResult {
 
 struct GenerationStats {
   std::int64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, preemptions = 0;
+  std::int64_t graph_steps = 0;  // steps whose layers ran from a CUDA graph (on the leader)
   double seconds = 0;
 };
 
@@ -70,14 +74,19 @@ class RankModel {
                        PipelineStage<Backend>* stage) = 0;
   // tokens[r] = the token sampled from row r of the last step's logits (last stage only).
   virtual void sample(const std::vector<SampleRequest>& requests, std::int32_t* tokens) = 0;
+  virtual std::int64_t graph_steps() const = 0;  // TransformerModel::graph_steps
 };
 // The model of one rank with its Ops policy. The logits stay in the Ops' memory and are
 // sampled there (on a GPU only the tokens come back to the host).
 template <class T, class Backend, class Ops>
 class TypedRankModel final : public RankModel<Backend> {
  public:
-  TypedRankModel(const Checkpoint& c, ShardSpec s, std::int64_t blocks, std::int64_t block_size, Range layers)
-      : model_(c, s, blocks, block_size, layers), vocab_(c.config().vocab_size) {}
+  // graph_rows: the largest decode step run from a graph (0: none).
+  TypedRankModel(const Checkpoint& c, ShardSpec s, std::int64_t blocks, std::int64_t block_size, Range layers,
+                 std::int64_t graph_rows)
+      : model_(c, s, blocks, block_size, layers), vocab_(c.config().vocab_size) {
+    model_.enable_step_graphs(graph_rows);
+  }
   void forward(Communicator<Backend>& tp, const std::vector<StepSequence>& step, std::int64_t rows,
                PipelineStage<Backend>* stage) override {
     logits_.reserve_at_least(std::size_t(rows * vocab_));
@@ -89,6 +98,7 @@ class TypedRankModel final : public RankModel<Backend> {
                   rows_);
     Ops::sample(sampling_, logits_.data(), rows_, vocab_, requests.data(), tokens);
   }
+  std::int64_t graph_steps() const override { return model_.graph_steps(); }
 
  private:
   TransformerModel<T, Ops> model_;
@@ -180,14 +190,15 @@ inline std::vector<std::uint64_t> check_requests(const ModelConfig& c, bool has_
 
 // One rank of the engine: its shard of its pipeline stage's layers, and the generation loop
 // that every rank of a TP x PP world runs. Every rank runs the same deterministic schedulers;
-// the leader (TP rank 0 of the last stage) samples and sends the tokens to every other rank, so
+// the leader (TP rank 0 of the last stage) samples and broadcasts the tokens over the world, so
 // all ranks extend the same sequences. Used by Engine (ranks as threads over the mock backend),
-// one per process over MPI (DistributedEngine), and on a GPU with Ops = CudaOps (CudaEngine).
+// one per process over MPI or NCCL (DistributedEngine), and on a GPU with Ops = CudaOps
+// (CudaEngine). The tokens travel by a world broadcast at the same point of every rank's loop,
+// not by point-to-point sends: every rank then posts its collectives and the pipeline's sends
+// in one order, which NCCL needs (its sends and receives on one stream do not overtake).
 template <class Backend, class Ops = HostOps>
 class EngineRank {
  public:
-  static constexpr int kTokenTag = 2;
-
   // `options` as returned by engine_detail::resolve_options; `tokenizer` may be null.
   EngineRank(const Checkpoint& checkpoint, const EngineOptions& options, const Llama2cTokenizer* tokenizer,
              int world_rank)
@@ -246,6 +257,7 @@ class EngineRank {
     std::vector<SampleRequest> requests;
     std::vector<StepSequence> step_sequences;
     std::int64_t steps = 0;
+    const std::int64_t graph_steps_before = model_->graph_steps();
     const TokenCallback* callback = leader ? &on_token : nullptr;
     for (bool active = true; active;) {
       active = false;
@@ -255,7 +267,7 @@ class EngineRank {
         if (!f.pending && scheduler.done()) continue;
         active = true;
         if (f.pending) {  // the tokens of this micro-batch's previous step
-          if (!leader) groups.world().recv(f.tokens.data(), f.tokens.size(), groups.layout().leader(), kTokenTag);
+          groups.world().broadcast(f.tokens.data(), f.tokens.size(), groups.layout().leader());
           std::size_t row = 0;
           for (const ScheduledChunk& ch : f.step)
             if (ch.samples) accept(*ch.sequence, f.tokens[row++], scheduler, callback);
@@ -281,8 +293,6 @@ class EngineRank {
           for (const ScheduledChunk& ch : f.step)
             if (ch.samples) requests.push_back({&ch.sequence->params, &ch.sequence->rng});
           model_->sample(requests, f.tokens.data());
-          for (int r = 0; r < groups.world().size(); ++r)
-            if (r != groups.world().rank()) groups.world().send(f.tokens.data(), f.tokens.size(), r, kTokenTag);
         }
         f.pending = true;
       }
@@ -290,6 +300,7 @@ class EngineRank {
     std::vector<GenerationResult> results(prompts.size());
     GenerationStats st;
     st.steps = steps;
+    st.graph_steps = model_->graph_steps() - graph_steps_before;
     for (const Scheduler& sc : schedulers) st.preemptions += sc.preemptions();
     for (Sequence& s : sequences) {
       GenerationResult& r = results[s.index];
@@ -307,8 +318,9 @@ class EngineRank {
  private:
   template <class T>
   std::unique_ptr<engine_detail::RankModel<Backend>> make(const Checkpoint& checkpoint, ShardSpec shard, Range layers) {
-    return std::make_unique<engine_detail::TypedRankModel<T, Backend, Ops>>(checkpoint, shard, options_.num_kv_blocks,
-                                                                            options_.block_size, layers);
+    return std::make_unique<engine_detail::TypedRankModel<T, Backend, Ops>>(
+        checkpoint, shard, options_.num_kv_blocks, options_.block_size, layers,
+        options_.enforce_eager ? 0 : options_.max_num_seqs);
   }
 
   // Appends a sampled token, applies the stop rules and streams what became final.
@@ -479,13 +491,16 @@ void require_agreement(Communicator<Backend>& world, const Fingerprint& mine, co
 }
 }  // namespace engine_detail
 
-// The engine with one rank per process (MPI, or any backend whose world spans processes): each
-// process loads the checkpoint (memory-mapped: it reads only its own slices) and runs its rank.
-// Every process must pass the same model, options and requests; that is checked, and a
+// The engine with one rank per process (MPI, NCCL, or any backend whose world spans processes):
+// each process loads the checkpoint (memory-mapped: it reads only its own slices) and runs its
+// rank. Every process must pass the same model, options and requests; that is checked, and a
 // disagreement is an error on every rank rather than a hang or wrong tokens.
-template <class Backend>
-class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Backend>> {
-  using Base = engine_detail::EngineBase<DistributedEngine<Backend>>;
+//
+// With Ops = CudaOps (one GPU per process, tpkit/cuda/engine.cuh has the helpers) the calling
+// thread must have a CudaContext bound, and the backend must enqueue on that context's stream.
+template <class Backend, class Ops = HostOps>
+class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Backend, Ops>> {
+  using Base = engine_detail::EngineBase<DistributedEngine<Backend, Ops>>;
   using Base::checkpoint_, Base::options_, Base::tokenizer_, Base::stats_;
 
  public:
@@ -536,7 +551,7 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
 
   Communicator<Backend>& world_;
   ParallelGroups<Backend> groups_;
-  EngineRank<Backend> rank_;
+  EngineRank<Backend, Ops> rank_;
 };
 
 }  // namespace tpkit

@@ -11,6 +11,7 @@
 // cache), plus the embedding on the first stage and the final norm and LM head on the last.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -112,6 +113,25 @@ class TransformerModel {
   bool last_stage() const { return layers_.end == config_.num_layers; }
   PagedKVCache<T, Ops>& cache() { return cache_; }
 
+  // Decode steps of up to `max_rows` sequences run their layers from captured graphs, one per
+  // step shape, when Ops can capture them (CudaOps), the model is a single stage and the TP
+  // group's collectives are capturable (a group of one, or NCCL); 0 (the default) never does.
+  // A step is padded to its shape: the rows to the next power of two (at most max_rows), the
+  // block tables to the next power of two of blocks. The padding rows attend to position 0 of
+  // block 0 and write no K/V, and nothing reads their outputs. The embedding runs before the
+  // graph and the final norm and LM head after it, so that their host inputs and outputs stay
+  // out of it.
+  void enable_step_graphs(std::int64_t max_rows) { graph_max_rows_ = max_rows; }
+  // The Ops' graph cache (CudaOps: captures and replays), for diagnostics and tests.
+  const typename step_graphs<Ops>::type& step_graph_cache() const { return graphs_; }
+  // Steps whose layers ran from a graph so far.
+  std::int64_t graph_steps() const {
+    if constexpr (step_graphs<Ops>::supported)
+      return graphs_.replays;
+    else
+      return 0;
+  }
+
   // Runs one step over `sequences`, writing their K/V into the cache, and fills `logits`
   // ([number of sequences with want_logits, vocab_size], float) in order. `comm` is the TP
   // group. With a pipeline `stage`, a stage after the first receives the hidden state from the
@@ -126,6 +146,7 @@ class TransformerModel {
         ") and must be run with the pipeline stage that owns them");
     const ModelConfig& c = config_;
     const std::int64_t H = c.hidden_size, hd = c.head_dim;
+    const GraphShape graph = graph_shape(comm, sequences);  // rows 0: no graph
     // Flatten the step's tokens.
     tokens_.clear(), positions_.clear(), logit_rows_.clear(), layout_.clear();
     for (const StepSequence& s : sequences) {
@@ -143,13 +164,20 @@ class TransformerModel {
       }
       if (s.want_logits) logit_rows_.push_back(std::int64_t(tokens_.size()) - 1);
     }
+    for (std::int64_t r = std::int64_t(sequences.size()); r < graph.rows; ++r) {  // padding rows
+      layout_.sequences.push_back({&padding_table_, std::int64_t(tokens_.size()), 1, 0});
+      layout_.queries.push_back({0, &padding_table_});
+      layout_.slots.push_back(-1);
+      tokens_.push_back(0);
+      positions_.push_back(0);
+    }
+    layout_.table_width = graph.table_width;
     const std::int64_t n = std::int64_t(tokens_.size());
     TPKIT_REQUIRE(!last_stage() || (logits.rank() == 2 && logits.size(0) == std::int64_t(logit_rows_.size()) &&
                                     logits.size(1) == c.vocab_size),
                   "logits must have shape [", logit_rows_.size(), ", ", c.vocab_size, "] but has shape ",
                   logits.shape_string());
-    const HeadPartition& heads = heads_;
-    const std::int64_t q_width = heads.local_q_heads() * hd, kv_width = heads.local_kv_heads() * hd;
+    const std::int64_t q_width = heads_.local_q_heads() * hd, kv_width = heads_.local_kv_heads() * hd;
     const std::int64_t qkv_width = q_width + 2 * kv_width,
                        li = blocks_.empty() ? 0 : blocks_[0].gate_up.output_width() / 2;
     hidden_.reserve_at_least(std::size_t(n * H));
@@ -168,12 +196,81 @@ class TransformerModel {
     Ops::upload(sin_host_.data(), sin_.data(), sin_host_.size());
     Ops::prepare_step(step_, layout_, cache_.shape());
 
-    const TensorView<T> hidden(hidden_.data(), {n, H}, Ops::memory), normed(normed_.data(), {n, H}, Ops::memory),
-        delta(delta_.data(), {n, H}, Ops::memory);
     if (first_stage())
-      embedding_->forward(comm, tokens_.data(), n, hidden);
+      embedding_->forward(comm, tokens_.data(), n, TensorView<T>(hidden_.data(), {n, H}, Ops::memory));
     else
       stage->receive_activations(hidden_.data(), std::size_t(n * H));
+    if constexpr (step_graphs<Ops>::supported) {
+      if (graph.rows > 0) {
+        addresses_.clear();
+        for (const void* p : {static_cast<const void*>(hidden_.data()), static_cast<const void*>(normed_.data()),
+                              static_cast<const void*>(delta_.data()), static_cast<const void*>(qkv_.data()),
+                              static_cast<const void*>(attn_.data()), static_cast<const void*>(gate_up_.data()),
+                              static_cast<const void*>(act_.data()), static_cast<const void*>(cos_.data()),
+                              static_cast<const void*>(sin_.data())})
+          addresses_.push_back(p);
+        step_.append_addresses(addresses_);
+        Ops::run_graph(graphs_, graph.rows << 32 | graph.table_width, addresses_, [&] { run_layers(comm, n); });
+      }
+    }
+    if (graph.rows == 0) run_layers(comm, n);
+    if (!last_stage()) {
+      stage->send_activations(hidden_.data(), std::size_t(n * H));
+      return;
+    }
+    const std::int64_t rows = std::int64_t(logit_rows_.size());
+    if (rows == 0) return;
+    const float eps = float(c.rms_norm_eps);
+    // Decode steps sample every row in order: one launch.
+    const bool consecutive = logit_rows_.back() - logit_rows_.front() == rows - 1;
+    for (std::int64_t r = 0; r < rows; r += consecutive ? rows : 1)
+      Ops::rms_norm(hidden_.data() + logit_rows_[std::size_t(r)] * H, H, consecutive ? rows : 1, H, final_norm_.data(),
+                    eps, normed_.data() + r * H, H);
+    lm_head_->forward(comm, TensorView<const T>(normed_.data(), {rows, H}, Ops::memory), logits);
+  }
+
+ private:
+  struct GraphShape {
+    std::int64_t rows = 0, table_width = 0;
+  };
+
+  static std::int64_t next_power_of_two(std::int64_t x) {
+    std::int64_t p = 1;
+    while (p < x) p *= 2;
+    return p;
+  }
+
+  // The padded shape of a step that runs from a graph, or rows 0.
+  template <class Backend>
+  GraphShape graph_shape(const Communicator<Backend>& comm, const std::vector<StepSequence>& sequences) const {
+    GraphShape g;
+    if constexpr (step_graphs<Ops>::supported) {
+      const std::int64_t count = std::int64_t(sequences.size());
+      if (graph_max_rows_ <= 0 || count == 0 || count > graph_max_rows_ || !first_stage() || !last_stage()) return g;
+      if (comm.size() > 1 && !collectives_capturable<Backend>::value) return g;
+      std::int64_t blocks = 1;
+      for (const StepSequence& s : sequences) {
+        if (s.count != 1 || s.blocks == nullptr) return g;  // decode steps only
+        blocks = std::max(blocks, std::int64_t(s.blocks->size()));
+      }
+      const std::int64_t block_size = cache_.shape().block_size;
+      const std::int64_t full = (config_.max_position + block_size - 1) / block_size;
+      g.rows = std::min(next_power_of_two(count), graph_max_rows_);
+      g.table_width = std::max(blocks, std::min(next_power_of_two(blocks), full));
+    }
+    return g;
+  }
+
+  // The decoder layers over the step's n rows: hidden_ in, hidden_ out, K/V into the cache.
+  template <class Backend>
+  void run_layers(Communicator<Backend>& comm, std::int64_t n) {
+    const ModelConfig& c = config_;
+    const std::int64_t H = c.hidden_size, hd = c.head_dim;
+    const HeadPartition& heads = heads_;
+    const std::int64_t q_width = heads.local_q_heads() * hd, kv_width = heads.local_kv_heads() * hd;
+    const std::int64_t qkv_width = q_width + 2 * kv_width,
+                       li = blocks_.empty() ? 0 : blocks_[0].gate_up.output_width() / 2;
+    const TensorView<T> normed(normed_.data(), {n, H}, Ops::memory), delta(delta_.data(), {n, H}, Ops::memory);
     const float eps = float(c.rms_norm_eps), scale = 1.0f / std::sqrt(float(hd));
     const bool interleaved = c.rope_style == RopeStyle::interleaved;
     for (std::int64_t l = layers_.begin; l < layers_.end; ++l) {
@@ -202,19 +299,8 @@ class TransformerModel {
       b.down.forward(comm, TensorView<const T>(act_.data(), {n, li}, Ops::memory), delta);
       Ops::add(hidden_.data(), delta_.data(), n * H);
     }
-    if (!last_stage()) {
-      stage->send_activations(hidden_.data(), std::size_t(n * H));
-      return;
-    }
-    const std::int64_t rows = std::int64_t(logit_rows_.size());
-    if (rows == 0) return;
-    for (std::int64_t r = 0; r < rows; ++r)
-      Ops::rms_norm(hidden_.data() + logit_rows_[std::size_t(r)] * H, H, 1, H, final_norm_.data(), eps,
-                    normed_.data() + r * H, H);
-    lm_head_->forward(comm, TensorView<const T>(normed_.data(), {rows, H}, Ops::memory), logits);
   }
 
- private:
   struct Block {
     typename Ops::template Buffer<float> input_norm, post_norm, q_norm, k_norm;
     QKVParallelLinear<T, Ops> qkv;
@@ -246,6 +332,11 @@ class TransformerModel {
   typename Ops::StepState step_;
   typename Ops::template Buffer<T> hidden_, normed_, delta_, qkv_, attn_, gate_up_, act_;
   typename Ops::template Buffer<float> cos_, sin_;
+  // Decode-step graphs: the largest step captured, the graphs, and the buffers they read.
+  std::int64_t graph_max_rows_ = 0;
+  typename step_graphs<Ops>::type graphs_;
+  std::vector<const void*> addresses_;
+  std::vector<std::int32_t> padding_table_{0};  // the padding rows' block table: block 0
 };
 
 }  // namespace tpkit

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "tpkit/attention/paged_attention_host.hpp"
@@ -115,8 +116,26 @@ struct StepLayout {
   };
   std::vector<Sequence> sequences;
   std::vector<AttentionQuery> queries;  // per token row: its position and block table
-  std::vector<std::int64_t> slots;      // per token row: the cache slot its K/V go to
-  void clear() { sequences.clear(), queries.clear(), slots.clear(); }
+  std::vector<std::int64_t> slots;      // per token row: the cache slot its K/V go to (< 0: none)
+  // > 0: block tables are padded to this many blocks and attention is planned for as many
+  // positions, so that steps of one shape launch the same kernels (a captured graph's replay).
+  std::int64_t table_width = 0;
+  void clear() { sequences.clear(), queries.clear(), slots.clear(), table_width = 0; }
+};
+
+// An Ops policy that can replay a decode step's layers from a captured graph (CudaOps) defines
+// StepGraphs and run_graph(graphs, key, addresses, body); for the others the graphs are this
+// empty type and are never used.
+struct NoStepGraphs {};
+template <class Ops, class = void>
+struct step_graphs {
+  using type = NoStepGraphs;
+  static constexpr bool supported = false;
+};
+template <class Ops>
+struct step_graphs<Ops, std::void_t<typename Ops::StepGraphs>> {
+  using type = typename Ops::StepGraphs;
+  static constexpr bool supported = true;
 };
 
 struct HostOps {
@@ -248,6 +267,7 @@ struct HostOps {
     const std::size_t width = std::size_t(cache.shape().slot_elements());
     const std::vector<std::int64_t>& slots = state.layout->slots;
     for (std::size_t t = 0; t < slots.size(); ++t) {
+      if (slots[t] < 0) continue;
       copy(k + std::int64_t(t) * ld, cache.key(layer, slots[t]), width);
       copy(v + std::int64_t(t) * ld, cache.value(layer, slots[t]), width);
     }

@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
+#include <utility>
 #include <vector>
 
 #include "tpkit/core/tensor.hpp"
@@ -188,6 +190,14 @@ struct CudaOps {
     std::vector<std::int32_t> host_tables, host_lens;
     std::vector<std::int64_t> first_row, count, start;
     std::vector<cuda::PrefillTile> host_tiles;
+
+    // The device buffers a captured step reads (see run_graph).
+    void append_addresses(std::vector<const void*>& out) const {
+      for (const void* p : {static_cast<const void*>(slots.data()), static_cast<const void*>(block_tables.data()),
+                            static_cast<const void*>(context_lens.data()), static_cast<const void*>(tiles.data()),
+                            static_cast<const void*>(workspace.data())})
+        out.push_back(p);
+    }
   };
 
   template <class Shape>
@@ -201,6 +211,11 @@ struct CudaOps {
       s.max_blocks = std::max(s.max_blocks, int(q.blocks->size()));
       s.decode &= q.count == 1;
       s.max_span = std::max(s.max_span, q.start_position + q.count);
+    }
+    if (layout.table_width > 0) {  // a fixed shape: the same plan and arguments for every such step
+      TPKIT_REQUIRE(layout.table_width >= s.max_blocks, "a step's block tables are wider than its table_width");
+      s.max_blocks = int(layout.table_width);
+      s.max_span = layout.table_width * shape.block_size;
     }
     s.slots.reserve_at_least(layout.slots.size());
     upload(layout.slots.data(), s.slots.data(), layout.slots.size());
@@ -227,6 +242,78 @@ struct CudaOps {
     s.num_tiles = int(s.host_tiles.size());
     s.tiles.reserve_at_least(s.host_tiles.size());
     upload(s.host_tiles.data(), s.tiles.data(), s.host_tiles.size());
+  }
+
+  // Decode steps replayed from CUDA graphs (TransformerModel::enable_step_graphs): one graph per
+  // step shape (key). The first step of a shape runs eagerly, which sizes every buffer it uses
+  // and loads its kernels; the second is captured and replayed, and later ones are replayed.
+  // A graph is captured again when a buffer it reads has moved (`addresses` differ).
+  class StepGraphs {
+   public:
+    std::int64_t captures = 0, replays = 0;
+
+    StepGraphs() = default;
+    StepGraphs(StepGraphs&& o) noexcept
+        : captures(o.captures), replays(o.replays), graphs_(std::exchange(o.graphs_, {})) {}
+    StepGraphs& operator=(StepGraphs&& o) noexcept {
+      if (this != &o) {
+        clear();
+        captures = o.captures, replays = o.replays, graphs_ = std::exchange(o.graphs_, {});
+      }
+      return *this;
+    }
+    ~StepGraphs() { clear(); }
+
+   private:
+    friend struct CudaOps;
+    struct Graph {
+      cudaGraphExec_t exec = nullptr;
+      std::vector<const void*> addresses;
+      bool warmed = false;  // ran eagerly once
+    };
+    void clear() {
+      for (auto& [key, g] : graphs_)
+        if (g.exec) cudaGraphExecDestroy(g.exec);
+      graphs_.clear();
+    }
+    std::map<std::int64_t, Graph> graphs_;
+  };
+
+  template <class Body>
+  static void run_graph(StepGraphs& graphs, std::int64_t key, const std::vector<const void*>& addresses, Body&& body) {
+    StepGraphs::Graph& g = graphs.graphs_[key];
+    if (g.exec && g.addresses != addresses) {
+      cudaGraphExecDestroy(g.exec);
+      g.exec = nullptr;
+    }
+    if (!g.warmed) {
+      body();
+      g.warmed = true;
+      return;
+    }
+    const cudaStream_t s = stream();
+    if (!g.exec) {
+      cuda::check_cuda(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "beginning a decode-step capture");
+      try {
+        body();
+      } catch (...) {
+        cudaGraph_t partial = nullptr;
+        cudaStreamEndCapture(s, &partial);
+        if (partial) cudaGraphDestroy(partial);
+        cudaGetLastError();
+        throw;
+      }
+      cudaGraph_t captured = nullptr;
+      cuda::check_cuda(cudaStreamEndCapture(s, &captured),
+                       "capturing a decode step in a CUDA graph (enforce_eager runs without graphs)");
+      const cudaError_t instantiated = cudaGraphInstantiate(&g.exec, captured, 0);
+      cudaGraphDestroy(captured);
+      cuda::check_cuda(instantiated, "instantiating a decode-step graph");
+      g.addresses = addresses;
+      ++graphs.captures;
+    }
+    cuda::check_cuda(cudaGraphLaunch(g.exec, s), "replaying a decode-step graph");
+    ++graphs.replays;
   }
 
   template <class T, class Cache>

@@ -5,10 +5,8 @@
 // the answers of TP and PP on several). Logits stay on the device; only the sampled tokens come
 // back (CudaOps::sample).
 //
-// KV cache size: with num_kv_blocks 0, the blocks that fit in gpu_memory_utilization of the
-// device's memory once this process's current use, the weights (computed from the config) and
-// an activation reserve are taken out, split between the ranks, and never more than
-// max_num_seqs full-length sequences can use.
+// KV cache size: with num_kv_blocks 0, kv_blocks_for_memory over all the ranks. One GPU per
+// process over NCCL is tpkit/cuda/nccl_engine.cuh.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -25,39 +23,50 @@
 
 namespace tpkit::cuda {
 
-// Bytes of the weights of every rank together: the whole model, plus the KV heads that ranks
-// replicate, plus each rank's norms.
-inline std::int64_t weight_bytes_all_ranks(const ModelConfig& c, const EngineOptions& o) {
-  const std::int64_t H = c.hidden_size, hd = c.head_dim, L = c.num_layers, size = dtype_size(o.dtype);
-  std::int64_t kv_heads = 0;
-  for (int r = 0; r < o.tp_size; ++r)
-    kv_heads += partition_heads(c.num_heads, c.num_kv_heads, {r, o.tp_size}).local_kv_heads();
-  const std::int64_t per_layer = H * c.q_size() * 2 + 2 * H * kv_heads * hd + 3 * H * c.intermediate_size;
-  const std::int64_t embeddings = c.vocab_size * H * (c.tie_embeddings ? 1 : 2);
-  const std::int64_t norms = (2 * L + 1) * H * 4 * o.tp_size;
-  return (L * per_layer + embeddings) * size + norms;
+// Bytes of world rank `rank`'s weights, from the config: its query, KV (replicated heads
+// included), gate/up and down slices of its stage's layers, its vocabulary rows on the first and
+// last stages, and its float norms. Rounded up where a split is uneven.
+inline std::int64_t weight_bytes_of_rank(const ModelConfig& c, const EngineOptions& o, int rank) {
+  const ParallelLayout layout = o.layout();
+  const ShardSpec shard{layout.tp_rank(rank), o.tp_size};
+  const std::vector<Range> stages = split_layers(c.num_layers, o.pp_size, o.layers_per_stage);
+  const Range layers = stages[std::size_t(layout.pp_rank(rank))];
+  const HeadPartition heads = partition_heads(c.num_heads, c.num_kv_heads, shard);
+  const std::int64_t H = c.hidden_size, hd = c.head_dim, tp = o.tp_size;
+  const std::int64_t intermediate = (c.intermediate_size + tp - 1) / tp;
+  const std::int64_t per_layer =
+      2 * H * heads.local_q_heads() * hd + 2 * H * heads.local_kv_heads() * hd + 3 * H * intermediate;
+  const std::int64_t vocab_rows = ((c.vocab_size + tp - 1) / tp + 15) / 16 * 16;
+  const bool first = layers.begin == 0, last = layers.end == c.num_layers;
+  const std::int64_t tables = (first ? 1 : 0) + (last && !(c.tie_embeddings && first) ? 1 : 0);
+  return (layers.size() * per_layer + tables * vocab_rows * H) * std::int64_t(dtype_size(o.dtype)) +
+         (2 * layers.size() + 1) * H * 4;
 }
 
-// `o` as resolved (micro_batches set).
-inline std::int64_t kv_blocks_for_memory(const ModelConfig& c, const EngineOptions& o) {
+// The KV-cache blocks each of `ranks` (world ranks sharing this device) can have: the blocks
+// that fit in gpu_memory_utilization of the device's memory once this process's current use,
+// those ranks' weights and activation reserves are taken out, split evenly, and never more
+// than max_num_seqs full-length sequences can use. `o` as resolved (micro_batches set).
+inline std::int64_t kv_blocks_for_memory(const ModelConfig& c, const EngineOptions& o, const std::vector<int>& ranks) {
   std::size_t free = 0, total = 0;
   check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
-  const std::int64_t world = o.layout().world_size();
+  const std::int64_t here = std::int64_t(ranks.size());
   // Activations: the step's buffers at max_num_batched_tokens, logits, staging and slack per
   // rank, and the sampling workspace of the rank that samples.
-  const std::int64_t tokens = o.max_num_batched_tokens, H = c.hidden_size;
+  const std::int64_t tokens = std::max(o.max_num_batched_tokens, o.max_num_seqs), H = c.hidden_size;
   SamplingPlan sampling;  // its workspace: sort keys and ids, in and out, and CUB's buffers
-  check_status(plan_sampling(o.max_num_seqs, c.vocab_size, &sampling), "sampling plan");
+  check_status(plan_sampling(int(o.max_num_seqs), c.vocab_size, &sampling), "sampling plan");
   const std::int64_t activations =
-      world * (tokens * (4 * H + c.q_size() + 2 * c.kv_size() + 3 * c.intermediate_size) * 4 +
-               2 * o.max_num_seqs * c.vocab_size * 4 + (std::int64_t(64) << 20)) +
+      here * (tokens * (4 * H + c.q_size() + 2 * c.kv_size() + 3 * c.intermediate_size) * 4 +
+              2 * o.max_num_seqs * c.vocab_size * 4 + (std::int64_t(64) << 20)) +
       std::int64_t(sampling.workspace_bytes);
-  const std::int64_t weights = weight_bytes_all_ranks(c, o);
+  std::int64_t weights = 0;
+  for (int r : ranks) weights += weight_bytes_of_rank(c, o, r);
   const std::int64_t used = std::int64_t(total - free);
   const std::int64_t budget = std::int64_t(o.gpu_memory_utilization * double(total)) - used - weights - activations;
   const std::int64_t block_bytes =
       engine_detail::kv_block_bytes(c, o, split_layers(c.num_layers, o.pp_size, o.layers_per_stage));
-  const std::int64_t per_rank = budget / world;
+  const std::int64_t per_rank = budget / here;
   TPKIT_REQUIRE(per_rank >= block_bytes * o.micro_batches, "gpu_memory_utilization ", o.gpu_memory_utilization, " of ",
                 total >> 20, " MiB leaves no room for the KV cache: ", used >> 20, " MiB already in use, about ",
                 weights >> 20, " MiB of weights and ", activations >> 20, " MiB of activations");
@@ -90,7 +99,11 @@ class CudaEngine : public engine_detail::EngineBase<CudaEngine> {
     TPKIT_REQUIRE(options_.gpu_memory_utilization > 0 && options_.gpu_memory_utilization <= 1,
                   "gpu_memory_utilization must be in (0, 1] (got ", options_.gpu_memory_utilization, ")");
     contexts_ = make_contexts(options_.layout().world_size(), options_.gpu);
-    if (size_from_memory) options_.num_kv_blocks = kv_blocks_for_memory(config(), options_);
+    if (size_from_memory) {
+      std::vector<int> ranks(contexts_.size());
+      for (std::size_t r = 0; r < ranks.size(); ++r) ranks[r] = int(r);
+      options_.num_kv_blocks = kv_blocks_for_memory(config(), options_, ranks);
+    }
     options_ = engine_detail::resolve_options(config(), options_);
     ranks_.resize(contexts_.size());
     run_device_mock_ranks(
