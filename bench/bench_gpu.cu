@@ -6,8 +6,9 @@
 //   3. the linear layers of Llama-3-8B at batch 1 and 16 (CudaOps::linear): weight bytes per
 //      second as a fraction of the copy bandwidth;
 //   4. decode of a random-weight Llama-3-8B-shaped bf16 model (TransformerModel<bfloat16,
-//      CudaOps>, TP 1) at batch 1, 32 and 128: tokens/s, and at batch 1 the fraction of the
-//      weight-streaming limit (copy bandwidth / weight bytes);
+//      CudaOps>, TP 1) at batch 1, 32 and 128, each step launched eagerly and replayed from a
+//      CUDA graph (enable_step_graphs): tokens/s, and the fraction of the weight-streaming
+//      limit (copy bandwidth / weight bytes) at batch 1;
 //   5. sampling (tpkit/cuda/sampling.cuh) of batch 1..128 rows of a 128256-token vocabulary with
 //      top-k 50 and top-p 0.9, next to the row argmax of the same logits: time per step and the
 //      logit bytes read once per second as a fraction of the copy bandwidth.
@@ -230,7 +231,7 @@ void model_decode(tpkit::cuda::CudaContext& c, double copy_bw) {
   std::printf("\n## Decode, random-weight Llama-3-8B shape (bf16, TP 1)\n\n");
   std::printf("weights %.2f GB; weight-streaming limit at batch 1: %.1f tok/s\n\n", weight_bytes / 1e9,
               copy_bw / weight_bytes);
-  std::printf("| batch | step time | tokens/s | of the weight-streaming limit |\n|---|---|---|---|\n");
+  std::printf("| batch | launch | step time | tokens/s | of the weight-streaming limit |\n|---|---|---|---|---|\n");
   const int prompt = 16, steps = 32, max_batch = 128;
   const std::int64_t blocks_per_seq = (prompt + steps + 3 + 15) / 16;
   auto contexts = tpkit::cuda::make_contexts(1);
@@ -242,27 +243,29 @@ void model_decode(tpkit::cuda::CudaContext& c, double copy_bw) {
       for (std::int64_t i = 0; i < blocks_per_seq; ++i)
         tables[std::size_t(b)].push_back(std::int32_t(b * blocks_per_seq + i));
     std::vector<std::int32_t> tokens(std::size_t(prompt + steps + 3), 1000);
-    for (int batch : {1, 32, 128}) {
-      std::vector<StepSequence> step;
-      for (int b = 0; b < batch; ++b) step.push_back({tokens.data(), prompt, 0, &tables[std::size_t(b)], true});
-      model.forward(comm, step, TensorView<float>(logits.data(), {batch, cfg.vocab_size}, MemoryKind::device));
-      std::int64_t position = prompt;
-      const auto decode = [&] {
-        for (auto& s : step) s.count = 1, s.start_position = position;
+    for (int batch : {1, 32, 128})
+      for (bool graphs : {false, true}) {
+        model.enable_step_graphs(graphs ? max_batch : 0);
+        std::vector<StepSequence> step;
+        for (int b = 0; b < batch; ++b) step.push_back({tokens.data(), prompt, 0, &tables[std::size_t(b)], true});
         model.forward(comm, step, TensorView<float>(logits.data(), {batch, cfg.vocab_size}, MemoryKind::device));
-        ++position;
-      };
-      for (int i = 0; i < 3; ++i) decode();  // warm-up: GEMM plans, workspaces
-      tpkit::cuda::CudaContext::current().synchronize();
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < steps; ++i) decode();
-      tpkit::cuda::CudaContext::current().synchronize();
-      const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
-      const double rate = batch / t;
-      std::printf(
-          "| %d | %.2f ms | %.1f | %s |\n", batch, t * 1e3, rate,
-          batch == 1 ? (std::to_string(int(100.0 * rate / (copy_bw / weight_bytes) + 0.5)) + "%").c_str() : "-");
-    }
+        std::int64_t position = prompt;
+        const auto decode = [&] {
+          for (auto& s : step) s.count = 1, s.start_position = position;
+          model.forward(comm, step, TensorView<float>(logits.data(), {batch, cfg.vocab_size}, MemoryKind::device));
+          ++position;
+        };
+        for (int i = 0; i < 3; ++i) decode();  // warm-up: GEMM plans, workspaces, the graph's capture
+        tpkit::cuda::CudaContext::current().synchronize();
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < steps; ++i) decode();
+        tpkit::cuda::CudaContext::current().synchronize();
+        const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
+        const double rate = batch / t;
+        std::printf(
+            "| %d | %s | %.2f ms | %.1f | %s |\n", batch, graphs ? "CUDA graph" : "eager", t * 1e3, rate,
+            batch == 1 ? (std::to_string(int(100.0 * rate / (copy_bw / weight_bytes) + 0.5)) + "%").c_str() : "-");
+      }
   });
 }
 }  // namespace
