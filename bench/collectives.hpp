@@ -14,8 +14,11 @@
 
 namespace bench {
 
-template <class Backend>
-void collective_sweep(tpkit::Communicator<Backend>& comm, std::size_t max_bytes, const char* backend_name) {
+// a, b: max_bytes each, in the memory the backend works on; wait() returns when the last
+// operation has completed (a device backend's stream synchronize), and is part of the timing.
+template <class Backend, class Wait>
+void collective_sweep(tpkit::Communicator<Backend>& comm, std::size_t max_bytes, const char* backend_name, float* a,
+                      float* b, Wait&& wait) {
   const int n = comm.size();
   const bool print = comm.rank() == 0;
   if (print) {
@@ -23,10 +26,13 @@ void collective_sweep(tpkit::Communicator<Backend>& comm, std::size_t max_bytes,
     std::printf("%12s %14s %10s %10s %10s %14s %10s %10s\n", "bytes", "all_reduce us", "algbw GB/s", "busbw GB/s", "",
                 "all_gather us", "algbw GB/s", "busbw GB/s");
   }
-  std::vector<float> a(max_bytes / 4), b(max_bytes / 4);
   for (std::size_t bytes = 8; bytes <= max_bytes; bytes *= 2) {
     const std::size_t count = bytes / 4;
-    const auto time = [&](auto&& op) {
+    const auto time = [&](auto&& enqueue) {
+      const auto op = [&] {
+        enqueue();
+        wait();
+      };
       op();  // warm-up
       // Enough repetitions for ~0.1 s, agreed by all ranks (rank 0's estimate).
       comm.barrier();
@@ -48,9 +54,9 @@ void collective_sweep(tpkit::Communicator<Backend>& comm, std::size_t max_bytes,
       comm.all_reduce(&median, 1, tpkit::ReduceOp::max);
       return median;
     };
-    const double ar = time([&] { comm.all_reduce(a.data(), b.data(), count); });
+    const double ar = time([&] { comm.all_reduce(a, b, count); });
     const std::size_t part = std::max<std::size_t>(1, count / std::size_t(n));
-    const double ag = time([&] { comm.all_gather(a.data(), part, b.data()); });
+    const double ag = time([&] { comm.all_gather(a, part, b); });
     if (print) {
       const double ar_alg = double(bytes) / ar / 1e9, ag_alg = double(part * 4 * std::size_t(n)) / ag / 1e9;
       std::printf("%12zu %14.1f %10.3f %10.3f %10s %14.1f %10.3f %10.3f\n", bytes, ar * 1e6, ar_alg,
@@ -58,6 +64,13 @@ void collective_sweep(tpkit::Communicator<Backend>& comm, std::size_t max_bytes,
       std::fflush(stdout);
     }
   }
+}
+
+// Host buffers, for the host backends (mock, MPI): their operations complete on return.
+template <class Backend>
+void collective_sweep(tpkit::Communicator<Backend>& comm, std::size_t max_bytes, const char* backend_name) {
+  std::vector<float> a(max_bytes / 4), b(max_bytes / 4);
+  collective_sweep(comm, max_bytes, backend_name, a.data(), b.data(), [] {});
 }
 
 }  // namespace bench
