@@ -24,10 +24,16 @@ port=$((20000 + $$ % 20000))
 host=$(hostname -s)
 started_munge=""
 cleanup() {
-  [ -f "$tmp/slurmd.pid" ] && kill "$(cat "$tmp/slurmd.pid")" 2>/dev/null
-  [ -f "$tmp/slurmctld.pid" ] && kill "$(cat "$tmp/slurmctld.pid")" 2>/dev/null
+  local pids=""
+  for f in "$tmp/slurmd.pid" "$tmp/slurmctld.pid"; do [ -f "$f" ] && pids+=" $(cat "$f")"; done
+  for pid in $pids; do kill "$pid" 2>/dev/null; done
   [ -n "$started_munge" ] && pkill -x munged 2>/dev/null
-  sleep 1
+  for _ in $(seq 50); do  # the daemons' exit, so that no test that follows meets them
+    alive=""
+    for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive=yes; done
+    [ -z "$alive" ] && break
+    sleep 0.1
+  done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -42,7 +48,7 @@ mkdir -p "$tmp/spool" "$tmp/state"
 export SLURM_CONF=$tmp/slurm.conf
 cat > "$SLURM_CONF" <<CONF
 ClusterName=tpkit$$
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$port
 SlurmdPort=$((port + 1))
 SlurmUser=root
@@ -60,7 +66,7 @@ SlurmctldPidFile=$tmp/slurmctld.pid
 SlurmdPidFile=$tmp/slurmd.pid
 SlurmctldLogFile=$tmp/slurmctld.log
 SlurmdLogFile=$tmp/slurmd.log
-NodeName=$host CPUs=$(nproc) State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) State=UNKNOWN
 PartitionName=tpkit Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
 CONF
 slurmctld -i || { echo "FAILED: slurmctld does not start"; cat "$tmp/slurmctld.log"; exit 1; }

@@ -190,15 +190,23 @@ inline std::vector<std::uint64_t> check_requests(const ModelConfig& c, bool has_
 
 // One rank of the engine: its shard of its pipeline stage's layers, and the generation loop
 // that every rank of a TP x PP world runs. Every rank runs the same deterministic schedulers;
-// the leader (TP rank 0 of the last stage) samples and broadcasts the tokens over the world, so
+// the leader (TP rank 0 of the last stage) samples and hands the tokens to every other rank, so
 // all ranks extend the same sequences. Used by Engine (ranks as threads over the mock backend),
 // one per process over MPI or NCCL (DistributedEngine), and on a GPU with Ops = CudaOps
-// (CudaEngine). The tokens travel by a world broadcast at the same point of every rank's loop,
-// not by point-to-point sends: every rank then posts its collectives and the pipeline's sends
-// in one order, which NCCL needs (its sends and receives on one stream do not overtake).
+// (CudaEngine).
 template <class Backend, class Ops = HostOps>
 class EngineRank {
  public:
+  static constexpr int kTokenTag = 2;
+  // How the tokens travel. Host backends buffer sends: the leader sends each rank the tokens as
+  // soon as it has sampled them, and a rank receives them only when it needs them, so the
+  // pipeline's stages overlap. A stream-ordered backend (NCCL: collectives_capturable) cannot
+  // promise that a send completes before its receive is posted, and a receive queued on a
+  // stage's stream behind that stage's activation sends would then deadlock with the leader.
+  // There every rank enters a world broadcast at the same point of its loop instead, which
+  // keeps every rank's operations in one order; the stages then wait for each other's tokens.
+  static constexpr bool kTokensByBroadcast = collectives_capturable<Backend>::value;
+
   // `options` as returned by engine_detail::resolve_options; `tokenizer` may be null.
   EngineRank(const Checkpoint& checkpoint, const EngineOptions& options, const Llama2cTokenizer* tokenizer,
              int world_rank)
@@ -267,7 +275,10 @@ class EngineRank {
         if (!f.pending && scheduler.done()) continue;
         active = true;
         if (f.pending) {  // the tokens of this micro-batch's previous step
-          groups.world().broadcast(f.tokens.data(), f.tokens.size(), groups.layout().leader());
+          if (kTokensByBroadcast)
+            groups.world().broadcast(f.tokens.data(), f.tokens.size(), groups.layout().leader());
+          else if (!leader)
+            groups.world().recv(f.tokens.data(), f.tokens.size(), groups.layout().leader(), kTokenTag);
           std::size_t row = 0;
           for (const ScheduledChunk& ch : f.step)
             if (ch.samples) accept(*ch.sequence, f.tokens[row++], scheduler, callback);
@@ -293,6 +304,8 @@ class EngineRank {
           for (const ScheduledChunk& ch : f.step)
             if (ch.samples) requests.push_back({&ch.sequence->params, &ch.sequence->rng});
           model_->sample(requests, f.tokens.data());
+          for (int r = 0; !kTokensByBroadcast && r < groups.world().size(); ++r)
+            if (r != groups.world().rank()) groups.world().send(f.tokens.data(), f.tokens.size(), r, kTokenTag);
         }
         f.pending = true;
       }
