@@ -4,8 +4,7 @@
 #include <cmath>
 
 #include "catch.hpp"
-#include "reference/llama_reference.hpp"
-#include "stories.hpp"
+#include "reference/stories_golden.hpp"
 #include "tpkit/comm/mock.hpp"
 #include "tpkit/engine/engine.hpp"
 
@@ -15,31 +14,9 @@ namespace {
 using stories::kBin, stories::kHf, stories::kTokenizer;
 const std::vector<std::string>& prompts() { return stories::kPrompts; }
 
-const ref::LlamaWeights& reference_weights() {
-  static const ref::LlamaWeights w = ref::read_llama2c(kBin);
-  return w;
-}
-
 // The reference's 64 greedy tokens for each prompt (and its logits before each of them).
-struct Golden {
-  std::vector<std::vector<std::int32_t>> prompt_ids;
-  std::vector<std::vector<int>> tokens;
-  std::vector<std::vector<std::vector<double>>> logits;
-};
-const Golden& golden() {
-  static const Golden g = [] {
-    Golden out;
-    const Llama2cTokenizer tok(kTokenizer);
-    for (const auto& p : prompts()) {
-      out.prompt_ids.push_back(tok.encode(p, true, false));
-      std::vector<std::vector<double>> logits;
-      out.tokens.push_back(ref::greedy(reference_weights(),
-                                       std::vector<int>(out.prompt_ids.back().begin(), out.prompt_ids.back().end()), 64,
-                                       &logits));
-      out.logits.push_back(std::move(logits));
-    }
-    return out;
-  }();
+const stories::Golden& golden() {
+  static const stories::Golden g = stories::make_golden();
   return g;
 }
 }  // namespace
@@ -55,8 +32,7 @@ TEST_CASE("greedy generation equals the float64 reference at every TP size, from
   const auto results = engine.generate(golden().prompt_ids, std::vector<SamplingParams>(prompts().size(), greedy));
   for (std::size_t i = 0; i < prompts().size(); ++i) {
     INFO(path << " tp " << tp << " prompt \"" << prompts()[i] << "\": " << results[i].text);
-    const std::vector<int> got(results[i].token_ids.begin(), results[i].token_ids.end());
-    REQUIRE(got == golden().tokens[i]);
+    REQUIRE(results[i].token_ids == golden().tokens[i]);
     REQUIRE(results[i].finish_reason == "length");
   }
 }

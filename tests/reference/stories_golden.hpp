@@ -1,4 +1,4 @@
-// The golden run of stories260K for the GPU engine tests: each golden prompt's ids, the float64
+// The golden run of stories260K for the engine tests: each golden prompt's ids, the float64
 // reference's 64 greedy tokens after it, and the reference's logits at every one of them.
 #pragma once
 

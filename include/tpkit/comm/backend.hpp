@@ -17,9 +17,11 @@
 //   split(color, key) -> Backend              a new group of the ranks that passed the same
 //                                             color, ranked by (key, old rank); collective
 //
-// Optional: `static constexpr bool kCapturableCollectives = true` says that collectives on
-// device buffers only enqueue work on a CUDA stream (no host wait), so a CUDA graph may capture
-// them (NcclBackend). Without it a group larger than one is never captured.
+// Optional: `static constexpr bool kStreamOrdered = true` says that operations on device
+// buffers only enqueue work on a CUDA stream, in call order, and return without waiting
+// (NcclBackend). Two things follow: a CUDA graph may capture its collectives (without it a
+// group larger than one is never captured), and a send need not complete before its receive
+// is posted, so ranks must enqueue their operations in one order (EngineRank's tokens).
 //
 // Every operation is collective over the group (except send/recv) and must be entered by all
 // ranks in the same order with matching arguments. A backend must not hang on misuse: it
@@ -66,11 +68,10 @@ concept communicator_backend = std::move_constructible<B> &&
   static_assert(std::is_move_constructible_v<B>, "a communicator backend must be move constructible")
 #endif
 
-// Whether Backend's device collectives may be captured in a CUDA graph (see above).
+// Whether Backend is stream-ordered (see above).
 template <class B, class = void>
-struct collectives_capturable : std::false_type {};
+struct stream_ordered : std::false_type {};
 template <class B>
-struct collectives_capturable<B, std::void_t<decltype(B::kCapturableCollectives)>>
-    : std::bool_constant<B::kCapturableCollectives> {};
+struct stream_ordered<B, std::void_t<decltype(B::kStreamOrdered)>> : std::bool_constant<B::kStreamOrdered> {};
 
 }  // namespace tpkit

@@ -33,6 +33,7 @@
 #include "tpkit/comm/backend.hpp"
 #include "tpkit/comm/bootstrap.hpp"
 #include "tpkit/comm/communicator.hpp"
+#include "tpkit/comm/device_memory.hpp"
 #include "tpkit/core/dtype.hpp"
 #include "tpkit/core/error.hpp"
 
@@ -132,7 +133,7 @@ struct Comm {
 
 class NcclBackend {
  public:
-  static constexpr bool kCapturableCollectives = true;  // device buffers: enqueue only
+  static constexpr bool kStreamOrdered = true;  // device buffers: enqueued on stream(), no wait
 
   // A unique id for a new world: created by rank 0 and given to every rank (through MPI, or
   // TcpRendezvous::broadcast).
@@ -358,15 +359,8 @@ class NcclBackend {
 
   // Both buffers must be in the same kind of memory (null: the one that is not used).
   static bool in_host_memory(const void* send, const void* recv, const char* what) {
-    const auto host = [](const void* p) {
-      cudaPointerAttributes a{};
-      if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-        cudaGetLastError();  // older runtimes reject unregistered host pointers
-        return true;
-      }
-      return a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged;
-    };
-    const bool send_host = send && host(send), recv_host = recv == send ? send_host : recv && host(recv);
+    const bool send_host = send && !is_device_memory(send),
+               recv_host = recv == send ? send_host : recv && !is_device_memory(recv);
     if (send && recv && send_host != recv_host)
       throw InvalidArgument(std::string("NcclBackend::") + what +
                             ": one buffer is in device memory and the other in host memory");

@@ -200,12 +200,12 @@ class EngineRank {
   static constexpr int kTokenTag = 2;
   // How the tokens travel. Host backends buffer sends: the leader sends each rank the tokens as
   // soon as it has sampled them, and a rank receives them only when it needs them, so the
-  // pipeline's stages overlap. A stream-ordered backend (NCCL: collectives_capturable) cannot
+  // pipeline's stages overlap. A stream-ordered backend (NCCL: stream_ordered) cannot
   // promise that a send completes before its receive is posted, and a receive queued on a
   // stage's stream behind that stage's activation sends would then deadlock with the leader.
   // There every rank enters a world broadcast at the same point of its loop instead, which
   // keeps every rank's operations in one order; the stages then wait for each other's tokens.
-  static constexpr bool kTokensByBroadcast = collectives_capturable<Backend>::value;
+  static constexpr bool kTokensByBroadcast = stream_ordered<Backend>::value;
 
   // `options` as returned by engine_detail::resolve_options; `tokenizer` may be null.
   EngineRank(const Checkpoint& checkpoint, const EngineOptions& options, const Llama2cTokenizer* tokenizer,

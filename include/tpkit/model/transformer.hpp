@@ -247,7 +247,7 @@ class TransformerModel {
     if constexpr (step_graphs<Ops>::supported) {
       const std::int64_t count = std::int64_t(sequences.size());
       if (graph_max_rows_ <= 0 || count == 0 || count > graph_max_rows_ || !first_stage() || !last_stage()) return g;
-      if (comm.size() > 1 && !collectives_capturable<Backend>::value) return g;
+      if (comm.size() > 1 && !stream_ordered<Backend>::value) return g;  // a host rendezvous
       std::int64_t blocks = 1;
       for (const StepSequence& s : sequences) {
         if (s.count != 1 || s.blocks == nullptr) return g;  // decode steps only

@@ -14,7 +14,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
-#include <utility>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "tpkit/core/tensor.hpp"
@@ -252,40 +253,23 @@ struct CudaOps {
    public:
     std::int64_t captures = 0, replays = 0;
 
-    StepGraphs() = default;
-    StepGraphs(StepGraphs&& o) noexcept
-        : captures(o.captures), replays(o.replays), graphs_(std::exchange(o.graphs_, {})) {}
-    StepGraphs& operator=(StepGraphs&& o) noexcept {
-      if (this != &o) {
-        clear();
-        captures = o.captures, replays = o.replays, graphs_ = std::exchange(o.graphs_, {});
-      }
-      return *this;
-    }
-    ~StepGraphs() { clear(); }
-
    private:
     friend struct CudaOps;
-    struct Graph {
-      cudaGraphExec_t exec = nullptr;
-      std::vector<const void*> addresses;
-      bool warmed = false;  // ran eagerly once
+    struct DestroyExec {
+      void operator()(cudaGraphExec_t exec) const { cudaGraphExecDestroy(exec); }
     };
-    void clear() {
-      for (auto& [key, g] : graphs_)
-        if (g.exec) cudaGraphExecDestroy(g.exec);
-      graphs_.clear();
-    }
+    struct Graph {
+      std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, DestroyExec> exec;
+      std::vector<const void*> addresses;  // the buffers it reads, as captured
+      bool warmed = false;                 // ran eagerly once
+    };
     std::map<std::int64_t, Graph> graphs_;
   };
 
   template <class Body>
   static void run_graph(StepGraphs& graphs, std::int64_t key, const std::vector<const void*>& addresses, Body&& body) {
     StepGraphs::Graph& g = graphs.graphs_[key];
-    if (g.exec && g.addresses != addresses) {
-      cudaGraphExecDestroy(g.exec);
-      g.exec = nullptr;
-    }
+    if (g.exec && g.addresses != addresses) g.exec.reset();
     if (!g.warmed) {
       body();
       g.warmed = true;
@@ -308,13 +292,15 @@ struct CudaOps {
       cudaGraph_t captured = nullptr;
       cuda::check_cuda(cudaStreamEndCapture(s, &captured),
                        "capturing a decode step in a CUDA graph (enforce_eager runs without graphs)");
-      const cudaError_t instantiated = cudaGraphInstantiate(&g.exec, captured, 0);
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t instantiated = cudaGraphInstantiate(&exec, captured, 0);
       cudaGraphDestroy(captured);
       cuda::check_cuda(instantiated, "instantiating a decode-step graph");
+      g.exec.reset(exec);
       g.addresses = addresses;
       ++graphs.captures;
     }
-    cuda::check_cuda(cudaGraphLaunch(g.exec, s), "replaying a decode-step graph");
+    cuda::check_cuda(cudaGraphLaunch(g.exec.get(), s), "replaying a decode-step graph");
     ++graphs.replays;
   }
 

@@ -27,23 +27,12 @@
 #include <utility>
 #include <vector>
 
+#include "tpkit/comm/device_memory.hpp"
 #include "tpkit/comm/mock.hpp"
 #include "tpkit/cuda/context.cuh"
 #include "tpkit/cuda/rank_reduce.cuh"
 
 namespace tpkit::cuda {
-
-// Whether the device can read `p` directly (device or managed memory). Host memory, pinned or
-// not, is handled by the host mock.
-inline bool is_device_memory(const void* p) {
-  if (p == nullptr) return false;
-  cudaPointerAttributes a{};
-  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-    cudaGetLastError();  // an unknown pointer is host memory; clear the sticky error
-    return false;
-  }
-  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
-}
 
 class DeviceMockBackend {
   // Per parity of the collective's number: a staging buffer and the two events.

@@ -23,20 +23,20 @@
 
 namespace tpkit::cuda {
 
-// Bytes of world rank `rank`'s weights, from the config: its query, KV (replicated heads
-// included), gate/up and down slices of its stage's layers, its vocabulary rows on the first and
-// last stages, and its float norms. Rounded up where a split is uneven.
+// Bytes of world rank `rank`'s weights, from the config and the layers' own splits: its query,
+// KV (replicated heads included), gate/up and down slices of its stage's layers, its (padded)
+// vocabulary rows on the first and last stages, and its float norms.
 inline std::int64_t weight_bytes_of_rank(const ModelConfig& c, const EngineOptions& o, int rank) {
   const ParallelLayout layout = o.layout();
   const ShardSpec shard{layout.tp_rank(rank), o.tp_size};
   const std::vector<Range> stages = split_layers(c.num_layers, o.pp_size, o.layers_per_stage);
   const Range layers = stages[std::size_t(layout.pp_rank(rank))];
   const HeadPartition heads = partition_heads(c.num_heads, c.num_kv_heads, shard);
-  const std::int64_t H = c.hidden_size, hd = c.head_dim, tp = o.tp_size;
-  const std::int64_t intermediate = (c.intermediate_size + tp - 1) / tp;
+  const std::int64_t H = c.hidden_size, hd = c.head_dim;
+  const std::int64_t intermediate = split_dimension(c.intermediate_size, shard, 1, "intermediate_size").size();
   const std::int64_t per_layer =
       2 * H * heads.local_q_heads() * hd + 2 * H * heads.local_kv_heads() * hd + 3 * H * intermediate;
-  const std::int64_t vocab_rows = ((c.vocab_size + tp - 1) / tp + 15) / 16 * 16;
+  const std::int64_t vocab_rows = partition_vocab(c.vocab_size, shard).rows_per_rank;
   const bool first = layers.begin == 0, last = layers.end == c.num_layers;
   const std::int64_t tables = (first ? 1 : 0) + (last && !(c.tie_embeddings && first) ? 1 : 0);
   return (layers.size() * per_layer + tables * vocab_rows * H) * std::int64_t(dtype_size(o.dtype)) +
