@@ -7,9 +7,9 @@
 //      second as a fraction of the copy bandwidth;
 //   4. decode of a random-weight Llama-3-8B-shaped bf16 model (TransformerModel<bfloat16,
 //      CudaOps>, TP 1) at batch 1, 32 and 128, each step launched eagerly and replayed from a
-//      CUDA graph (enable_step_graphs): tokens/s, and the fraction of the weight-streaming
+//      CUDA graph (StepRunner): tokens/s, and the fraction of the weight-streaming
 //      limit (copy bandwidth / weight bytes) at batch 1;
-//   5. sampling (tpkit/cuda/sampling.cuh) of batch 1..128 rows of a 128256-token vocabulary with
+//   5. sampling (tpkit/kernels/sampling.cuh) of batch 1..128 rows of a 128256-token vocabulary with
 //      top-k 50 and top-p 0.9, next to the row argmax of the same logits: time per step and the
 //      logit bytes read once per second as a fraction of the copy bandwidth.
 // Times are CUDA-event medians over repeated launches after a warm-up.
@@ -27,9 +27,10 @@
 #include <string>
 #include <vector>
 
-#include <tpkit/cuda/cuda_ops.cuh>
-#include <tpkit/cuda/device_mock.cuh>
-#include <tpkit/cuda/sampling.cuh>
+#include <tpkit/gpu/cuda_ops.cuh>
+#include <tpkit/engine/step_runner.hpp>
+#include <tpkit/gpu/device_mock.cuh>
+#include <tpkit/kernels/sampling.cuh>
 #include <tpkit/model/transformer.hpp>
 
 using namespace tpkit;
@@ -62,33 +63,33 @@ void fill_random(bfloat16* d, std::size_t n, std::uint64_t seed) {
   std::normal_distribution<float> normal(0.0f, 0.02f);
   for (auto& v : h) v = from_float<bfloat16>(normal(rng));
   for (std::size_t at = 0; at < n; at += h.size())
-    tpkit::cuda::check_cuda(
+    tpkit::gpu::check_cuda(
         cudaMemcpy(d + at, h.data(), std::min(h.size(), n - at) * sizeof(bfloat16), cudaMemcpyHostToDevice), "fill");
 }
 
-double copy_bandwidth(tpkit::cuda::CudaContext& c) {
+double copy_bandwidth(tpkit::gpu::CudaContext& c) {
   const std::size_t bytes = std::size_t(1) << 30;
-  tpkit::cuda::DeviceBuffer<unsigned char> a(bytes), b(bytes);
+  tpkit::gpu::DeviceBuffer<unsigned char> a(bytes), b(bytes);
   cudaMemset(a.data(), 1, bytes);
   const double t = time_median(
       c.stream(), 10, [&] { cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, c.stream()); });
   return 2.0 * double(bytes) / t;  // read + write
 }
 
-double gemm_flops(tpkit::cuda::CudaContext& c) {
+double gemm_flops(tpkit::gpu::CudaContext& c) {
   const std::int64_t n = 8192;
-  tpkit::cuda::DeviceBuffer<bfloat16> x(std::size_t(n * n)), w(std::size_t(n * n)), y(std::size_t(n * n));
+  tpkit::gpu::DeviceBuffer<bfloat16> x(std::size_t(n * n)), w(std::size_t(n * n)), y(std::size_t(n * n));
   fill_random(x.data(), x.size(), 1), fill_random(w.data(), w.size(), 2);
   const double t = time_median(c.stream(), 10, [&] {
-    tpkit::cuda::check_status(
-        tpkit::cuda::linear<bfloat16, bfloat16>(c.lt(), c.gemm_plans(), x.data(), n, n, w.data(), n, n, n, nullptr,
+    tpkit::gpu::check_status(
+        tpkit::gpu::linear<bfloat16, bfloat16>(c.lt(), c.gemm_plans(), x.data(), n, n, w.data(), n, n, n, nullptr,
                                                 y.data(), n, c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
         "gemm");
   });
   return 2.0 * double(n) * double(n) * double(n) / t;
 }
 
-void attention(tpkit::cuda::CudaContext& c, double copy_bw) {
+void attention(tpkit::gpu::CudaContext& c, double copy_bw) {
   std::printf("\n## Paged decode attention (bf16, head_dim 128, 32 query heads, page 16)\n\n");
   std::printf("| group | batch | context | KV read | time | bandwidth | of copy |\n|---|---|---|---|---|---|---|\n");
   const int hd = 128, q_heads = 32, page = 16;
@@ -100,25 +101,25 @@ void attention(tpkit::cuda::CudaContext& c, double copy_bw) {
         if (kv_bytes > (std::size_t(40) << 30)) continue;
         const int blocks_per_seq = context / page;
         const std::size_t slots = std::size_t(batch) * blocks_per_seq * page;
-        tpkit::cuda::DeviceBuffer<bfloat16> k(slots * kv_heads * hd), v(slots * kv_heads * hd),
+        tpkit::gpu::DeviceBuffer<bfloat16> k(slots * kv_heads * hd), v(slots * kv_heads * hd),
             q(std::size_t(batch) * q_heads * hd), out(std::size_t(batch) * q_heads * hd);
         fill_random(k.data(), k.size(), 3), fill_random(v.data(), v.size(), 4), fill_random(q.data(), q.size(), 5);
         std::vector<std::int32_t> tables(std::size_t(batch) * blocks_per_seq);
         std::iota(tables.begin(), tables.end(), 0);
         std::shuffle(tables.begin(), tables.end(), std::mt19937(6));
         std::vector<std::int32_t> lens(std::size_t(batch), context);
-        tpkit::cuda::DeviceBuffer<std::int32_t> d_tables(tables.size()), d_lens(lens.size());
+        tpkit::gpu::DeviceBuffer<std::int32_t> d_tables(tables.size()), d_lens(lens.size());
         cudaMemcpy(d_tables.data(), tables.data(), tables.size() * 4, cudaMemcpyHostToDevice);
         cudaMemcpy(d_lens.data(), lens.data(), lens.size() * 4, cudaMemcpyHostToDevice);
-        tpkit::cuda::PagedDecodePlan plan;
-        tpkit::cuda::check_status(tpkit::cuda::plan_paged_decode(batch, q_heads, hd, context, &plan), "plan");
-        tpkit::cuda::DeviceBuffer<unsigned char> ws(plan.workspace_bytes + 1);
-        tpkit::cuda::PagedDecodeArgs a;
+        tpkit::gpu::PagedDecodePlan plan;
+        tpkit::gpu::check_status(tpkit::gpu::plan_paged_decode(batch, q_heads, hd, context, &plan), "plan");
+        tpkit::gpu::DeviceBuffer<unsigned char> ws(plan.workspace_bytes + 1);
+        tpkit::gpu::PagedDecodeArgs a;
         a.q = q.data(), a.ldq = q_heads * hd, a.k_cache = k.data(), a.v_cache = v.data(), a.kv_heads = kv_heads;
         a.group_size = group, a.block_tables = d_tables.data(), a.max_blocks_per_seq = blocks_per_seq;
         a.context_lens = d_lens.data(), a.page_size = page, a.scale = 0.088f, a.out = out.data(), a.ldo = q_heads * hd;
         const double t = time_median(c.stream(), 10, [&] {
-          tpkit::cuda::check_status(tpkit::cuda::paged_decode<bfloat16>(plan, a, ws.data(), c.stream()),
+          tpkit::gpu::check_status(tpkit::gpu::paged_decode<bfloat16>(plan, a, ws.data(), c.stream()),
                                     "paged_decode");
         });
         std::printf("| %d | %d | %d | %.1f MB | %.1f us | %.0f GB/s | %.0f%% |\n", group, batch, context,
@@ -127,7 +128,7 @@ void attention(tpkit::cuda::CudaContext& c, double copy_bw) {
   }
 }
 
-void linears(tpkit::cuda::CudaContext& c, double copy_bw) {
+void linears(tpkit::gpu::CudaContext& c, double copy_bw) {
   std::printf("\n## Linear layers of Llama-3-8B (bf16, cuBLASLt)\n\n");
   std::printf("| layer | N x K | batch | time | weight bandwidth | of copy |\n|---|---|---|---|---|---|\n");
   const struct {
@@ -140,11 +141,11 @@ void linears(tpkit::cuda::CudaContext& c, double copy_bw) {
                 {"lm_head", 128256, 4096}};
   for (const auto& s : shapes)
     for (std::int64_t batch : {1, 16}) {
-      tpkit::cuda::DeviceBuffer<bfloat16> w(std::size_t(s.n * s.k)), x(std::size_t(batch * s.k)),
+      tpkit::gpu::DeviceBuffer<bfloat16> w(std::size_t(s.n * s.k)), x(std::size_t(batch * s.k)),
           y(std::size_t(batch * s.n));
       fill_random(w.data(), w.size(), 7), fill_random(x.data(), x.size(), 8);
       const double t = time_median(c.stream(), 20, [&] {
-        tpkit::cuda::check_status(tpkit::cuda::linear<bfloat16, bfloat16>(
+        tpkit::gpu::check_status(tpkit::gpu::linear<bfloat16, bfloat16>(
                                       c.lt(), c.gemm_plans(), x.data(), s.k, batch, w.data(), s.k, s.n, s.k, nullptr,
                                       y.data(), s.n, c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
                                   "linear");
@@ -155,7 +156,7 @@ void linears(tpkit::cuda::CudaContext& c, double copy_bw) {
     }
 }
 
-void sampling(tpkit::cuda::CudaContext& c, double copy_bw) {
+void sampling(tpkit::gpu::CudaContext& c, double copy_bw) {
   std::printf("\n## Sampling a 128256-token vocabulary (float logits; top-k 50, top-p 0.9)\n\n");
   std::printf("| batch | sample_rows | of copy | row_argmax | of copy |\n|---|---|---|---|---|\n");
   const std::int64_t vocab = 128256;
@@ -164,27 +165,27 @@ void sampling(tpkit::cuda::CudaContext& c, double copy_bw) {
     std::mt19937_64 rng(11);
     std::normal_distribution<float> normal(0.0f, 3.0f);
     for (float& x : host) x = normal(rng);
-    tpkit::cuda::DeviceBuffer<float> logits(host.size()), best_value(static_cast<std::size_t>(batch));
-    tpkit::cuda::DeviceBuffer<std::int64_t> best_index(static_cast<std::size_t>(batch));
-    tpkit::cuda::check_cuda(cudaMemcpy(logits.data(), host.data(), host.size() * 4, cudaMemcpyHostToDevice), "logits");
-    std::vector<tpkit::cuda::SamplingRow> rows(static_cast<std::size_t>(batch));
+    tpkit::gpu::DeviceBuffer<float> logits(host.size()), best_value(static_cast<std::size_t>(batch));
+    tpkit::gpu::DeviceBuffer<std::int64_t> best_index(static_cast<std::size_t>(batch));
+    tpkit::gpu::check_cuda(cudaMemcpy(logits.data(), host.data(), host.size() * 4, cudaMemcpyHostToDevice), "logits");
+    std::vector<tpkit::gpu::SamplingRow> rows(static_cast<std::size_t>(batch));
     for (std::size_t r = 0; r < rows.size(); ++r)
       rows[r].temperature = 0.8f, rows[r].top_k = 50, rows[r].top_p = 0.9f, rows[r].u = (double(r) + 0.5) / batch;
-    tpkit::cuda::DeviceBuffer<tpkit::cuda::SamplingRow> d_rows(rows.size());
-    tpkit::cuda::DeviceBuffer<std::int32_t> tokens(rows.size());
-    tpkit::cuda::check_cuda(
+    tpkit::gpu::DeviceBuffer<tpkit::gpu::SamplingRow> d_rows(rows.size());
+    tpkit::gpu::DeviceBuffer<std::int32_t> tokens(rows.size());
+    tpkit::gpu::check_cuda(
         cudaMemcpy(d_rows.data(), rows.data(), rows.size() * sizeof(rows[0]), cudaMemcpyHostToDevice), "rows");
-    tpkit::cuda::SamplingPlan plan;
-    tpkit::cuda::check_status(tpkit::cuda::plan_sampling(batch, vocab, &plan), "sampling plan");
-    tpkit::cuda::DeviceBuffer<unsigned char> ws(plan.workspace_bytes);
+    tpkit::gpu::SamplingPlan plan;
+    tpkit::gpu::check_status(tpkit::gpu::plan_sampling(batch, vocab, &plan), "sampling plan");
+    tpkit::gpu::DeviceBuffer<unsigned char> ws(plan.workspace_bytes);
     const double t_sample = time_median(c.stream(), 20, [&] {
-      tpkit::cuda::check_status(
-          tpkit::cuda::sample_rows(plan, logits.data(), vocab, d_rows.data(), ws.data(), tokens.data(), c.stream()),
+      tpkit::gpu::check_status(
+          tpkit::gpu::sample_rows(plan, logits.data(), vocab, d_rows.data(), ws.data(), tokens.data(), c.stream()),
           "sample_rows");
     });
     const double t_argmax = time_median(c.stream(), 20, [&] {
-      tpkit::cuda::check_status(
-          tpkit::cuda::row_argmax(logits.data(), vocab, batch, vocab, best_value.data(), best_index.data(), c.stream()),
+      tpkit::gpu::check_status(
+          tpkit::gpu::row_argmax(logits.data(), vocab, batch, vocab, best_value.data(), best_index.data(), c.stream()),
           "row_argmax");
     });
     const double bytes = double(batch) * vocab * 4;
@@ -194,7 +195,7 @@ void sampling(tpkit::cuda::CudaContext& c, double copy_bw) {
 }
 
 // A Llama-3-8B-shaped model whose every tensor is a view of one random host buffer.
-void model_decode(tpkit::cuda::CudaContext& c, double copy_bw) {
+void model_decode(tpkit::gpu::CudaContext& c, double copy_bw) {
   ModelConfig cfg;
   cfg.hidden_size = 4096, cfg.intermediate_size = 14336, cfg.num_layers = 32, cfg.num_heads = 32;
   cfg.num_kv_heads = 8, cfg.head_dim = 128, cfg.vocab_size = 128256, cfg.max_position = 8192;
@@ -234,10 +235,11 @@ void model_decode(tpkit::cuda::CudaContext& c, double copy_bw) {
   std::printf("| batch | launch | step time | tokens/s | of the weight-streaming limit |\n|---|---|---|---|---|\n");
   const int prompt = 16, steps = 32, max_batch = 128;
   const std::int64_t blocks_per_seq = (prompt + steps + 3 + 15) / 16;
-  auto contexts = tpkit::cuda::make_contexts(1);
-  tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<tpkit::cuda::DeviceMockBackend>& comm) {
-    TransformerModel<bfloat16, CudaOps> model(ckpt, {0, 1}, max_batch * blocks_per_seq, 16);
-    tpkit::cuda::DeviceBuffer<float> logits(std::size_t(max_batch) * std::size_t(cfg.vocab_size));
+  auto contexts = tpkit::gpu::make_contexts(1);
+  tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<tpkit::gpu::DeviceMockBackend>& comm) {
+    const CudaOps ops(*contexts[0]);
+    TransformerModel<bfloat16, CudaOps> model(ops, ckpt, {0, 1}, max_batch * blocks_per_seq, 16);
+    tpkit::gpu::DeviceBuffer<float> logits(std::size_t(max_batch) * std::size_t(cfg.vocab_size));
     std::vector<std::vector<std::int32_t>> tables(max_batch);
     for (int b = 0; b < max_batch; ++b)
       for (std::int64_t i = 0; i < blocks_per_seq; ++i)
@@ -245,21 +247,24 @@ void model_decode(tpkit::cuda::CudaContext& c, double copy_bw) {
     std::vector<std::int32_t> tokens(std::size_t(prompt + steps + 3), 1000);
     for (int batch : {1, 32, 128})
       for (bool graphs : {false, true}) {
-        model.enable_step_graphs(graphs ? max_batch : 0);
+        StepRunner<TransformerModel<bfloat16, CudaOps>> runner(model, graphs ? max_batch : 0);
+        using Stage = PipelineStage<tpkit::gpu::DeviceMockBackend>;
         std::vector<StepSequence> step;
         for (int b = 0; b < batch; ++b) step.push_back({tokens.data(), prompt, 0, &tables[std::size_t(b)], true});
-        model.forward(comm, step, TensorView<float>(logits.data(), {batch, cfg.vocab_size}, MemoryKind::device));
+        runner.run(comm, step, TensorView<float>(logits.data(), {batch, cfg.vocab_size}, MemoryKind::device),
+                   static_cast<Stage*>(nullptr));
         std::int64_t position = prompt;
         const auto decode = [&] {
           for (auto& s : step) s.count = 1, s.start_position = position;
-          model.forward(comm, step, TensorView<float>(logits.data(), {batch, cfg.vocab_size}, MemoryKind::device));
+          runner.run(comm, step, TensorView<float>(logits.data(), {batch, cfg.vocab_size}, MemoryKind::device),
+                     static_cast<Stage*>(nullptr));
           ++position;
         };
         for (int i = 0; i < 3; ++i) decode();  // warm-up: GEMM plans, workspaces, the graph's capture
-        tpkit::cuda::CudaContext::current().synchronize();
+        ops.context().synchronize();
         const auto t0 = std::chrono::steady_clock::now();
         for (int i = 0; i < steps; ++i) decode();
-        tpkit::cuda::CudaContext::current().synchronize();
+        ops.context().synchronize();
         const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
         const double rate = batch / t;
         std::printf(
@@ -279,7 +284,7 @@ int main(int argc, char** argv) {
   const bool skip_model = argc > 1 && std::strcmp(argv[1], "--skip-model") == 0;
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
-  tpkit::cuda::CudaContext c(0);
+  tpkit::gpu::CudaContext c(0);
   const double copy_bw = copy_bandwidth(c);
   const double flops = gemm_flops(c);
   std::printf("# tpkit GPU benchmarks on %s (%d SMs, %.0f GiB)\n\n", prop.name, prop.multiProcessorCount,

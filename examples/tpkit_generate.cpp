@@ -1,29 +1,26 @@
 // tpkit-generate: generate text from a llama2.c .bin or a Hugging Face directory with the
 // tpkit example engine over a world of TP x PP ranks: threads over the mock backend in one
-// process, or one process per rank under mpirun (or srun) when built with MPI.
+// process, or one process per rank under mpirun (or srun) when built with MPI. `--help` lists
+// every option.
 //
-//   tpkit-generate --model PATH [--tokenizer PATH] [--prompt TEXT | --prompt-ids 1,2,3]
-//                  [--tp N] [--pp N] [--layers-per-stage 2,3] [--micro-batches N]
-//                  [--backend auto|threads|mpi|nccl] [--comm-timeout-ms MS] [--fault SPEC]
-//                  [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
-//                  [--min-p P] [--seed S] [--stop TEXT]... [--dtype f32|bf16|f16]
-//                  [--device cpu|cuda] [--gpu N] [--gpu-memory-utilization F] [--enforce-eager]
-//
-// --device cuda runs every rank as a thread on one GPU (tpkit/cuda/engine.cuh) or, under a
-// launcher (mpirun, srun, torchrun-style variables) or with --backend nccl, one process per GPU
-// over NCCL (tpkit/cuda/nccl_engine.cuh). It needs a build with the CUDA toolkit (and NCCL).
+// --device cuda runs every rank as a thread on one GPU (tpkit/engine/cuda_engine.cuh) or, under
+// a launcher (mpirun, srun, torchrun-style variables) or with --backend nccl, one process per
+// GPU over NCCL (tpkit/engine/nccl_engine.cuh). It needs a build with the CUDA toolkit (and
+// NCCL).
 //
 //   mpirun -np 4 tpkit-generate --model M --tp 2 --pp 2 --prompt "Once"
 //   mpirun -np 2 -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=29511 tpkit-generate --device cuda --tp 2 ...
 //
 // The generated text goes to stdout as it is produced (by the sampling rank); a summary goes
-// to stderr.
+// to stderr. Errors are one line on stderr and exit status 1 (2 for a bad command line).
+#include <CLI/CLI.hpp>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
-#include <sstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -36,47 +33,16 @@
 
 #ifdef TPKIT_WITH_CUDA
 // generate_cuda.cu: the GPU engine (returns the exit status).
-int generate_on_gpu(const std::string& model, const generate::Request& request, const tpkit::EngineOptions& options);
+int generate_on_gpu(const std::string& model, const generate::Request& request, const tpkit::EngineOptions& options,
+                    const tpkit::GpuOptions& gpu);
 #ifdef TPKIT_WITH_NCCL
 // One GPU per process over NCCL, the world from the launcher's variables.
 int generate_over_nccl(const std::string& model, const generate::Request& request, const tpkit::EngineOptions& options,
-                       std::chrono::milliseconds timeout);
+                       const tpkit::GpuOptions& gpu, std::chrono::milliseconds timeout);
 #endif
 #endif
-
-using generate::Request;
-using generate::run;
-using generate::usage;
-
-[[noreturn]] void generate::usage(const std::string& error) {
-  std::fprintf(stderr,
-               "error: %s\n"
-               "usage: tpkit-generate --model PATH [--tokenizer PATH] [--prompt TEXT | --prompt-ids 1,2,3]\n"
-               "       [--tp N] [--pp N] [--layers-per-stage 2,3] [--micro-batches N]\n"
-               "       [--backend auto|threads|mpi|nccl] [--comm-timeout-ms MS] [--fault SPEC]\n"
-               "       [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
-               "       [--seed S] [--stop TEXT]... [--dtype f32|bf16|f16]\n"
-               "       [--device cpu|cuda] [--gpu N] [--gpu-memory-utilization F] [--enforce-eager]\n",
-               error.c_str());
-  std::exit(2);
-}
 
 namespace {
-template <class T>
-T number(const std::string& flag, const std::string& value) {
-  std::istringstream in(value);
-  T v;
-  if (!(in >> v) || !in.eof()) usage(flag + " expects a number, got \"" + value + "\"");
-  return v;
-}
-template <class T>
-std::vector<T> numbers(const std::string& flag, const std::string& list) {
-  std::vector<T> out;
-  std::istringstream in(list);
-  for (std::string item; std::getline(in, item, ',');) out.push_back(number<T>(flag, item));
-  return out;
-}
-
 // Launched by mpirun / srun (Open MPI, MPICH and PMIx set these).
 bool launched_by_mpi() {
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
@@ -86,104 +52,127 @@ bool launched_by_mpi() {
 // Launched by any launcher, torchrun-style ones included.
 bool launched() { return launched_by_mpi() || std::getenv("WORLD_SIZE") || std::getenv("SLURM_NTASKS"); }
 
+// A usage error found after parsing: the same form and exit status as CLI11's own.
+[[noreturn]] void usage_error(const std::string& message) {
+  std::fprintf(stderr, "tpkit-generate: %s\nRun with --help for more information.\n", message.c_str());
+  std::exit(2);
+}
+
+int fail(const std::exception& e, const std::string& who = "tpkit-generate") {
+  std::fprintf(stderr, "%s: %s\n", who.c_str(), tpkit::user_message(e).c_str());
+  return 1;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model, backend = "auto", device = "cpu";
-  Request request;
+  CLI::App app("Generate text with tpkit over a TP x PP world of ranks (threads, MPI processes or GPUs).",
+               "tpkit-generate");
+  app.get_formatter()->column_width(36);
+  std::string model, backend = "auto", device = "cpu", dtype = "f32", fault_spec;
+  generate::Request request;
   tpkit::EngineOptions options;
+  tpkit::GpuOptions gpu;
   tpkit::SamplingParams& params = request.params;
   params.temperature = 0.0f;
   params.max_tokens = 256;
-  std::chrono::milliseconds timeout{30000};
-  std::vector<tpkit::Fault> faults;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") usage("help requested");
-    if (flag == "--enforce-eager") {  // GPU: no CUDA graphs
-      options.enforce_eager = true;
-      continue;
-    }
-    if (i + 1 >= argc) usage(flag + " needs a value");
-    const std::string value = argv[++i];
-    if (flag == "--model")
-      model = value;
-    else if (flag == "--tokenizer")
-      options.tokenizer = value;
-    else if (flag == "--prompt")
-      request.prompt = value;
-    else if (flag == "--prompt-ids")
-      request.ids = numbers<std::int32_t>(flag, value);
-    else if (flag == "--tp")
-      options.tp_size = number<int>(flag, value);
-    else if (flag == "--pp")
-      options.pp_size = number<int>(flag, value);
-    else if (flag == "--layers-per-stage")
-      options.layers_per_stage = numbers<std::int64_t>(flag, value);
-    else if (flag == "--micro-batches")
-      options.micro_batches = number<int>(flag, value);
-    else if (flag == "--backend")
-      backend = value;
-    else if (flag == "--device")
-      device = value;
-    else if (flag == "--gpu")
-      options.gpu = number<int>(flag, value);
-    else if (flag == "--gpu-memory-utilization")
-      options.gpu_memory_utilization = number<double>(flag, value);
-    else if (flag == "--comm-timeout-ms")
-      timeout = std::chrono::milliseconds(number<long long>(flag, value));
-    else if (flag == "--fault") {
-      try {
-        faults = tpkit::parse_faults(value);
-      } catch (const std::exception& e) {
-        usage(e.what());
-      }
-    } else if (flag == "--max-tokens")
-      params.max_tokens = number<int>(flag, value);
-    else if (flag == "--temperature")
-      params.temperature = number<float>(flag, value);
-    else if (flag == "--top-k")
-      params.top_k = number<int>(flag, value);
-    else if (flag == "--top-p")
-      params.top_p = number<float>(flag, value);
-    else if (flag == "--min-p")
-      params.min_p = number<float>(flag, value);
-    else if (flag == "--seed")
-      params.seed = number<std::uint64_t>(flag, value);
-    else if (flag == "--stop")
-      params.stop.push_back(value);
-    else if (flag == "--dtype") {
-      if (value == "f32")
-        options.dtype = tpkit::DType::f32;
-      else if (value == "bf16")
-        options.dtype = tpkit::DType::bf16;
-      else if (value == "f16")
-        options.dtype = tpkit::DType::f16;
-      else
-        usage("--dtype must be f32, bf16 or f16");
-    } else
-      usage("unknown option " + flag);
+  long long timeout_ms = 30000;
+  std::uint64_t seed = 0;
+
+  app.add_option("--model", model, "llama2.c .bin file or Hugging Face directory")->required();
+  app.add_option("--tokenizer", options.tokenizer,
+                 "llama2.c tokenizer .bin (default: tokenizer.bin, tok512.bin or tok32000.bin beside the model)")
+      ->check(CLI::ExistingFile);
+  auto* prompt = app.add_option("--prompt", request.prompt, "prompt text (encoded with BOS)");
+  app.add_option("--prompt-ids", request.ids, "prompt as token ids, e.g. 1,2,3 (for models without a tokenizer)")
+      ->delimiter(',')
+      ->excludes(prompt);
+  app.add_option("--tp", options.tp_size, "tensor-parallel ranks per stage")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--pp", options.pp_size, "pipeline stages")->capture_default_str()->check(CLI::Range(1, 1024));
+  app.add_option("--layers-per-stage", options.layers_per_stage, "layers of each stage, e.g. 2,3 (default: balanced)")
+      ->delimiter(',');
+  app.add_option("--micro-batches", options.micro_batches, "micro-batches in flight in the pipeline (0: pp)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--threads-per-rank", options.threads_per_rank,
+                 "CPU threads inside each rank (0: this host's cores divided by its ranks)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--backend", backend, "how ranks communicate")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "threads", "mpi", "nccl"}));
+  app.add_option("--comm-timeout-ms", timeout_ms, "how long a rank waits for its peers before naming them")
+      ->capture_default_str()
+      ->check(CLI::Range(1LL, 86400000LL));
+  app.add_option("--fault", fault_spec, "inject faults (tests): fail:RANK:OP or stall:RANK:OP:MS, comma-separated");
+  app.add_option("--max-tokens", params.max_tokens, "tokens to generate at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 30));
+  app.add_option("--temperature", params.temperature, "sampling temperature (0: greedy)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 1e6f));
+  app.add_option("--top-k", params.top_k, "keep the k most likely tokens (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 30));
+  app.add_option("--top-p", params.top_p, "nucleus: the smallest set of mass p (1: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-9f, 1.0f));
+  app.add_option("--min-p", params.min_p, "drop tokens below p times the most likely one's probability (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 1.0f));
+  auto* seed_option = app.add_option("--seed", seed, "sampling seed (default: random)");
+  app.add_option("--stop", params.stop, "stop string (repeatable)")->allow_extra_args(false);
+  app.add_option("--dtype", dtype, "storage of weights and activations")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  app.add_option("--device", device, "where the model runs")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--gpu", gpu.device, "GPU for --device cuda without a launcher")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1023));
+  app.add_option("--gpu-memory-utilization", gpu.gpu_memory_utilization,
+                 "fraction of GPU memory for weights and KV cache")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-6, 1.0));
+  app.add_flag("--enforce-eager", gpu.enforce_eager, "GPU: never replay decode steps from CUDA graphs");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help: 0; a bad command line: 2, with CLI11's message
   }
-  if (model.empty()) usage("--model is required");
-  if (device != "cpu" && device != "cuda") usage("--device must be cpu or cuda");
+
+  if (seed_option->count()) params.seed = seed;
+  if (dtype == "bf16") options.dtype = tpkit::DType::bf16;
+  if (dtype == "f16") options.dtype = tpkit::DType::f16;
+  if (options.tokenizer.empty()) options.tokenizer = generate::find_tokenizer(model);
+  const std::chrono::milliseconds timeout(timeout_ms);
+  std::vector<tpkit::Fault> faults;
+  try {
+    if (!fault_spec.empty()) faults = tpkit::parse_faults(fault_spec);
+  } catch (const std::exception& e) {
+    usage_error("--fault: " + tpkit::user_message(e));
+  }
+
   if (device == "cuda") {
 #ifdef TPKIT_WITH_CUDA
     if (backend == "auto") backend = launched() ? "nccl" : "threads";
     if (backend == "nccl") {
 #ifdef TPKIT_WITH_NCCL
-      if (!faults.empty()) usage("--fault works with the threads and mpi backends, not nccl");
-      return generate_over_nccl(model, request, options, timeout);
+      if (!faults.empty()) usage_error("--fault works with the threads and mpi backends, not nccl");
+      return generate_over_nccl(model, request, options, gpu, timeout);
 #else
-      usage("this tpkit-generate was built without NCCL (--device cuda --backend nccl needs it)");
+      usage_error("this tpkit-generate was built without NCCL (--device cuda --backend nccl needs it)");
 #endif
     }
-    if (backend != "threads") usage("with --device cuda, --backend must be auto, threads or nccl");
-    if (launched()) usage("--device cuda --backend threads runs every rank in this process; drop the launcher");
+    if (backend != "threads") usage_error("with --device cuda, --backend must be auto, threads or nccl");
+    if (launched()) usage_error("--device cuda --backend threads runs every rank in this process; drop the launcher");
     options.comm.timeout = timeout;
     options.comm.faults = faults;
-    return generate_on_gpu(model, request, options);
+    return generate_on_gpu(model, request, options, gpu);
 #else
-    usage("this tpkit-generate was built without the CUDA toolkit (--device cuda needs it)");
+    usage_error("this tpkit-generate was built without the CUDA toolkit (--device cuda needs it)");
 #endif
   }
   if (backend == "auto") backend = launched_by_mpi() ? "mpi" : "threads";
@@ -192,14 +181,13 @@ int main(int argc, char** argv) {
       options.comm.timeout = timeout;
       options.comm.faults = faults;
       tpkit::Engine engine(model, options);
-      run(engine, request, true, options);
+      generate::run(engine, request, true, engine.options());
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "tpkit-generate: %s\n", e.what());
-      return 1;
+      return fail(e);
     }
     return 0;
   }
-  if (backend != "mpi") usage("--backend must be auto, threads or mpi (nccl needs --device cuda)");
+  if (backend != "mpi") usage_error("--backend must be auto, threads or mpi (nccl needs --device cuda)");
 #ifdef TPKIT_WITH_MPI
   MPI_Init(&argc, &argv);
   int world_rank = 0;
@@ -210,16 +198,16 @@ int main(int argc, char** argv) {
     mpi.faults = faults;
     tpkit::Communicator<tpkit::MpiBackend> world(tpkit::MpiBackend::world(mpi));
     tpkit::DistributedEngine<tpkit::MpiBackend> engine(world, model, options);
-    run(engine, request, engine.leader(), options);
+    generate::run(engine, request, engine.leader(), engine.options());
   } catch (const std::exception& e) {
     // Every rank reports its own view; the first to get here ends the job.
-    std::fprintf(stderr, "tpkit-generate (world rank %d): %s\n", world_rank, e.what());
+    fail(e, "tpkit-generate (world rank " + std::to_string(world_rank) + ")");
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
   MPI_Finalize();
   return 0;
 #else
-  usage("this tpkit-generate was built without MPI (configure with MPI installed for --backend mpi)");
+  usage_error("this tpkit-generate was built without MPI (configure with MPI installed for --backend mpi)");
 #endif
 }

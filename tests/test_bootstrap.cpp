@@ -1,8 +1,11 @@
 // The TCP rendezvous that bootstraps a job from torchrun-style variables: ranks as threads on
 // the loopback interface, each with its own TcpRendezvous, exactly as separate processes would.
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -111,6 +114,75 @@ TEST_CASE("bootstrap: no rank 0, a WORLD_SIZE disagreement, a rank stalled mid-e
   }
 }
 
+// Rank 0 listens on every interface: a peer that reaches it by another address of the host
+// (here 127.0.0.1, while rank 0 was told 127.0.0.2, as on machines whose host name resolves to
+// 127.0.1.1 locally) still joins.
+TEST_CASE("bootstrap: rank 0 listens on the wildcard address", "[bootstrap]") {
+  const int port = free_port();
+  const auto errors = run_ranks({0, 1}, [&](int r) {
+    BootstrapInfo b = info(port, r, 2);
+    if (r == 0) b.master_addr = "127.0.0.2";
+    TcpRendezvous rv(b, 3000ms);
+    Bootstrap& bootstrap = rv;  // used through the interface a communicator asks for
+    REQUIRE(bootstrap.broadcast(r == 0 ? "id" : "") == "id");
+  });
+  for (const auto& e : errors) REQUIRE(e.empty());
+}
+
+// A connect to a listener whose queue is full is never answered (the SYNs are dropped): a
+// blocking connect would wait for the kernel's retries, minutes. The deadline must hold.
+TEST_CASE("bootstrap: connecting honours the deadline", "[bootstrap][faults]") {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(listener, 0) == 0);
+  socklen_t n = sizeof a;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &n);
+  std::vector<int> fillers;  // fill the accept queue; nobody accepts
+  for (int i = 0; i < 4; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ::fcntl(fd, F_SETFL, O_NONBLOCK);
+    ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    fillers.push_back(fd);
+  }
+  std::this_thread::sleep_for(200ms);
+  const auto start = std::chrono::steady_clock::now();
+  const auto errors = run_ranks({1}, [&](int r) { TcpRendezvous rv(info(ntohs(a.sin_port), r, 2), 300ms); });
+  const auto took = std::chrono::steady_clock::now() - start;
+  for (int fd : fillers) ::close(fd);
+  ::close(listener);
+  REQUIRE_THAT(errors[0], Catch::Contains("could not reach rank 0") && Catch::Contains("within 300 ms"));
+  REQUIRE(took < 3s);  // the deadline plus one retry pause; a blocking connect takes minutes
+}
+
+// socket() can fail (here: no file descriptors left); the bootstrap says so instead of using
+// descriptor -1. Run in a child process, whose descriptor limit alone is lowered.
+TEST_CASE("bootstrap: a failed socket() is reported", "[bootstrap][faults]") {
+  const int port = free_port();
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    rlimit none{3, 3};  // stdin, stdout, stderr: every new descriptor fails with EMFILE
+    ::setrlimit(RLIMIT_NOFILE, &none);
+    int status = 3;
+    try {
+      TcpRendezvous rv(info(port, 1, 2), 300ms);
+      status = 2;
+    } catch (const CommError& e) {
+      status = std::string(e.what()).find("rank 1 cannot open a socket") != std::string::npos ? 0 : 1;
+    } catch (...) {
+    }
+    ::_exit(status);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+}
+
 TEST_CASE("bootstrap_from_env reads torchrun's and Slurm's variables", "[bootstrap]") {
   for (const char* v :
        {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID",
@@ -131,5 +203,9 @@ TEST_CASE("bootstrap_from_env reads torchrun's and Slurm's variables", "[bootstr
   REQUIRE_THROWS_WITH(bootstrap_from_env(), Catch::Contains("RANK (9) must be below WORLD_SIZE (8)"));
   ::setenv("MASTER_PORT", "http", 1), ::setenv("SLURM_PROCID", "1", 1);
   REQUIRE_THROWS_WITH(bootstrap_from_env(), Catch::Contains("MASTER_PORT=\"http\" is not a valid number"));
+  ::setenv("MASTER_PORT", "99999999999999999999", 1);
+  REQUIRE_THROWS_WITH(bootstrap_from_env(), Catch::Contains("is not a valid number"));
+  ::setenv("MASTER_PORT", "70000", 1);
+  REQUIRE_THROWS_WITH(bootstrap_from_env(), Catch::Contains("MASTER_PORT (70000) must be in [1, 65535]"));
   for (const char* v : {"MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID"}) ::unsetenv(v);
 }

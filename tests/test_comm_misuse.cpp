@@ -212,7 +212,7 @@ TEST_CASE("after a failed collective the group refuses further work instead of h
   for (const auto& s : seen) REQUIRE(s.find("an earlier collective failed") != std::string::npos);
 }
 
-// MockBackend::rendezvous, which the one-GPU mock (tpkit/cuda/device_mock.cuh) builds on: each
+// MockBackend::rendezvous, which the one-GPU mock (tpkit/gpu/device_mock.cuh) builds on: each
 // rank's token reaches every rank in rank order, and a rank passing host memory to a collective
 // where its peers pass device memory (a rendezvous) is a mismatch, not a misread token.
 TEST_CASE("rendezvous exchanges tokens in rank order and is checked like the collective it stands for",
@@ -220,7 +220,7 @@ TEST_CASE("rendezvous exchanges tokens in rank order and is checked like the col
   std::vector<std::vector<int>> seen(3);
   run_mock_ranks(3, [&](Communicator<MockBackend>& comm) {
     const int token = 100 + comm.rank();
-    comm.backend().rendezvous(mock_detail::Entry::all_reduce(8, DType::f32, ReduceOp::sum), &token, sizeof token,
+    comm.backend().rendezvous(CallSignature::all_reduce(8, DType::f32, ReduceOp::sum), &token, sizeof token,
                               [&](const std::vector<mock_detail::Entry>& all) {
                                 for (const auto& e : all) {
                                   int t = 0;
@@ -236,7 +236,7 @@ TEST_CASE("rendezvous exchanges tokens in rank order and is checked like the col
                                        float x[8] = {};
                                        if (comm.rank() == 0)
                                          comm.backend().rendezvous(
-                                             mock_detail::Entry::all_reduce(8, DType::f32, ReduceOp::sum), &x,
+                                             CallSignature::all_reduce(8, DType::f32, ReduceOp::sum), &x,
                                              sizeof(void*), [](const std::vector<mock_detail::Entry>&) {});
                                        else
                                          comm.all_reduce(x, 8);
@@ -249,8 +249,41 @@ TEST_CASE("rendezvous exchanges tokens in rank order and is checked like the col
       [](Communicator<MockBackend>& comm) {
         const std::size_t counts[2] = {3, std::size_t(4 + comm.rank())};
         int token = 0;
-        comm.backend().rendezvous(mock_detail::Entry::all_gather(counts, 2, DType::bf16), &token, sizeof token,
+        comm.backend().rendezvous(CallSignature::all_gather(counts, 2, DType::bf16), &token, sizeof token,
                                   [](const std::vector<mock_detail::Entry>&) {});
       },
       with_timeout(5000ms), {"all_gather(counts=[3,4], dtype=bf16, device memory)", "counts=[3,5]"});
+}
+
+// The signature the MPI backend exchanges: every field survives the words, per-rank counts
+// included, and two calls whose counts differ but sum the same do not match.
+TEST_CASE("call signatures: encoded, decoded, and compared with their per-rank counts", "[comm][misuse]") {
+  const std::size_t a_counts[3] = {3, 1, 2}, b_counts[3] = {2, 2, 2};
+  const std::vector<CallSignature> calls = {
+      CallSignature::all_reduce(7, DType::bf16, ReduceOp::max), CallSignature::all_gather(a_counts, 3, DType::f32),
+      CallSignature::reduce_scatter(b_counts, 3, DType::f16, ReduceOp::sum), CallSignature::broadcast(5, DType::i64, 2),
+      CallSignature::barrier()};
+  for (const CallSignature& c : calls) {
+    std::vector<std::int64_t> words(CallSignature::words(3));
+    c.encode(words.data(), 3);
+    const CallSignature back = CallSignature::decode(words.data(), 3);
+    INFO(c.describe() << " came back as " << back.describe());
+    REQUIRE(back.same_call(c));
+    REQUIRE(back.describe() == c.describe());
+  }
+  const CallSignature a = CallSignature::all_gather(a_counts, 3, DType::f32),
+                      b = CallSignature::all_gather(b_counts, 3, DType::f32);
+  REQUIRE(!a.same_call(b));
+  REQUIRE(a.brief() == "all_gather(counts [3, 1, 2], f32)");
+  std::vector<std::int64_t> garbage(CallSignature::words(3), 99);
+  REQUIRE(!CallSignature::decode(garbage.data(), 3).same_call(a));  // words from a foreign build match nothing
+
+  expect_failure<CollectiveMismatch>(2,
+                                     [](Communicator<MockBackend>& comm) {
+                                       std::vector<std::size_t> counts = {comm.rank() == 0 ? 3u : 2u,
+                                                                          comm.rank() == 0 ? 1u : 2u};
+                                       std::vector<float> in(3), out(4);
+                                       comm.all_gather(in.data(), out.data(), counts);
+                                     },
+                                     with_timeout(10s), {"counts=[3,1]", "counts=[2,2]"});
 }

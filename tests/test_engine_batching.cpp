@@ -8,6 +8,7 @@ using namespace tpkit;
 namespace {
 const std::string kModels = TPKIT_TEST_MODELS;
 const std::string kBin = kModels + "/stories260K/stories260K.bin";
+const std::string kTokenizer = kModels + "/stories260K/tok512.bin";
 
 const std::vector<std::string> kPrompts = {"Once upon a time", "Lily and Tom", "The little dog",
                                            "One day, a girl named Sue went to the park with her mom and dad", "Sam"};
@@ -28,6 +29,7 @@ std::vector<std::vector<std::int32_t>> tokens_of(const std::vector<GenerationRes
 
 std::vector<std::vector<std::int32_t>> run(EngineOptions options, const std::vector<std::string>& prompts,
                                            const SamplingParams& params) {
+  options.tokenizer = kTokenizer;
   Engine engine(kBin, options);
   return tokens_of(engine.generate(prompts, params));
 }
@@ -35,6 +37,7 @@ std::vector<std::vector<std::int32_t>> run(EngineOptions options, const std::vec
 std::vector<std::vector<std::int32_t>> one_by_one(int tp) {
   EngineOptions options;
   options.tp_size = tp;
+  options.tokenizer = kTokenizer;
   Engine engine(kBin, options);
   std::vector<std::vector<std::int32_t>> out;
   for (const auto& p : kPrompts) out.push_back(engine.generate(std::vector<std::string>{p}, greedy())[0].token_ids);
@@ -70,6 +73,7 @@ TEST_CASE("running out of KV blocks preempts and recomputes without changing tok
   options.tp_size = 2;
   options.block_size = 4;
   options.num_kv_blocks = 24;  // 96 token slots for five sequences of up to 56 tokens
+  options.tokenizer = kTokenizer;
   Engine engine(kBin, options);
   const auto results = engine.generate(kPrompts, greedy());
   REQUIRE(tokens_of(results) == alone);
@@ -80,6 +84,7 @@ TEST_CASE("a request larger than the whole cache ends with an error, the others 
   EngineOptions options;
   options.block_size = 4;
   options.num_kv_blocks = 3;  // 12 slots: the 16-token prompt can never fit
+  options.tokenizer = kTokenizer;
   Engine engine(kBin, options);
   const auto results = engine.generate(std::vector<std::string>{kPrompts[3], "Sam"}, greedy(5));
   REQUIRE(results[0].finish_reason.rfind("error:", 0) == 0);
@@ -139,6 +144,7 @@ TEST_CASE("sampling follows the requested distribution", "[engine][sampling]") {
 TEST_CASE("stop strings, max_tokens and streaming", "[engine][stops]") {
   EngineOptions options;
   options.tp_size = 2;
+  options.tokenizer = kTokenizer;
   Engine engine(kBin, options);
   SamplingParams p = greedy(60);
   const auto full = engine.generate(std::vector<std::string>{"Once upon a time"}, p)[0];
@@ -158,7 +164,9 @@ TEST_CASE("the engine rejects bad requests and impossible TP sizes clearly", "[e
   EngineOptions options;
   options.tp_size = 9;
   REQUIRE_THROWS_WITH(Engine(kBin, options), Catch::Contains("tp_size (9) exceeds num_heads (8)"));
-  Engine engine(kBin);
+  EngineOptions with_tokenizer;
+  with_tokenizer.tokenizer = kTokenizer;
+  Engine engine(kBin, with_tokenizer);
   SamplingParams p = greedy(4);
   REQUIRE_THROWS_WITH(engine.generate(std::vector<std::vector<std::int32_t>>{{1, 600}}, {p}),
                       Catch::Contains("token id 600 outside the vocabulary"));
@@ -174,4 +182,26 @@ TEST_CASE("the automatic KV cache size respects kv_cache_bytes", "[engine][kv]")
   REQUIRE(Engine(kBin).options().num_kv_blocks == 16 * 32);  // 16 sequences of 512 positions in 16-token blocks
   options.num_kv_blocks = -1;
   REQUIRE_THROWS_WITH(Engine(kBin, options), Catch::Contains("num_kv_blocks (-1) must be >= 0"));
+}
+
+TEST_CASE("threads per rank change neither greedy nor seeded tokens", "[engine][threads]") {
+  SamplingParams sampled;
+  sampled.temperature = 0.9f, sampled.top_k = 50, sampled.seed = 3, sampled.max_tokens = 30;
+  for (int tp : {1, 2}) {
+    EngineOptions options;
+    options.tp_size = tp;
+    options.threads_per_rank = 1;
+    const auto greedy_one = run(options, kPrompts, greedy()), sampled_one = run(options, kPrompts, sampled);
+    for (int threads : {2, 3}) {
+      INFO("tp " << tp << " threads per rank " << threads);
+      options.threads_per_rank = threads;
+      REQUIRE(run(options, kPrompts, greedy()) == greedy_one);
+      REQUIRE(run(options, kPrompts, sampled) == sampled_one);
+    }
+  }
+  EngineOptions automatic;  // 0: this host's cores over its ranks, at least one
+  automatic.tp_size = 2;
+  REQUIRE(Engine(kBin, automatic).options().threads_per_rank == std::max(1, available_cores() / 2));
+  automatic.threads_per_rank = -1;
+  REQUIRE_THROWS_WITH(Engine(kBin, automatic), Catch::Contains("threads_per_rank must be in [0, 1024]"));
 }

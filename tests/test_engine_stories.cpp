@@ -2,6 +2,7 @@
 // Hugging Face directory: greedy tokens equal an independent float64 forward pass and are the
 // same at every TP size 1..8; logits agree with the reference within an argued bound.
 #include <cmath>
+#include <cstring>
 
 #include "catch.hpp"
 #include "reference/stories_golden.hpp"
@@ -42,6 +43,7 @@ TEST_CASE("the greedy story is llama2.c's", "[engine][golden]") {
   // starts with this text.
   EngineOptions options;
   options.tp_size = 2;
+  options.tokenizer = kTokenizer;
   Engine engine(kBin, options);
   SamplingParams greedy;
   greedy.temperature = 0;
@@ -90,4 +92,49 @@ TEST_CASE("logits agree with the float64 reference", "[engine][golden]") {
   });
   INFO(path << " tp " << tp << ": worst error / bound = " << worst[0]);
   for (double w : worst) REQUIRE(w <= 1.0);
+}
+
+// Threads inside a rank (HostOps(n)) compute every output element as one thread does: the
+// logits of a step over all five prompts at once (the LM head, the linear layers and attention
+// all large enough to be split) are bitwise those of one thread, at TP 1 and 2, in f32 and bf16.
+TEMPLATE_TEST_CASE("logits are bitwise the same at any thread count per rank", "[engine][threads]", float,
+                   bfloat16) {
+  const Checkpoint ckpt = Checkpoint::open(kBin);
+  const std::int64_t V = ckpt.config().vocab_size;
+  const int tp = GENERATE(1, 2);
+  const auto run = [&](int threads) {
+    std::vector<float> all;
+    run_mock_ranks(tp, [&](Communicator<MockBackend>& comm) {
+      TransformerModel<TestType> model(HostOps(threads), ckpt, {comm.rank(), tp}, 40);
+      std::vector<std::vector<std::int32_t>> tables(prompts().size()), tokens(prompts().size());
+      std::vector<StepSequence> step;
+      for (std::size_t i = 0; i < prompts().size(); ++i) {
+        for (int b = 0; b < 8; ++b) tables[i].push_back(std::int32_t(i * 8 + std::size_t(b)));
+        tokens[i] = golden().prompt_ids[i];
+        for (int t : golden().tokens[i]) tokens[i].push_back(t);
+        step.push_back({tokens[i].data(), std::int64_t(tokens[i].size()), 0, &tables[i], true});
+      }
+      std::vector<float> logits(step.size() * std::size_t(V));
+      model.forward(comm, step, TensorView<float>(logits.data(), {std::int64_t(step.size()), V}));
+      // and one decode step of every sequence
+      std::vector<float> decode(step.size() * std::size_t(V));
+      for (std::size_t i = 0; i < step.size(); ++i) {
+        tokens[i].push_back(7);
+        step[i] = {tokens[i].data() + tokens[i].size() - 1, 1, std::int64_t(tokens[i].size()) - 1, &tables[i], true};
+      }
+      model.forward(comm, step, TensorView<float>(decode.data(), {std::int64_t(step.size()), V}));
+      if (comm.rank() == 0) {
+        all = logits;
+        all.insert(all.end(), decode.begin(), decode.end());
+      }
+    });
+    return all;
+  };
+  const std::vector<float> one = run(1);
+  for (int threads : {2, 3}) {
+    INFO("tp " << tp << " threads " << threads);
+    const std::vector<float> many = run(threads);
+    REQUIRE(many.size() == one.size());
+    REQUIRE(std::memcmp(many.data(), one.data(), one.size() * sizeof(float)) == 0);
+  }
 }

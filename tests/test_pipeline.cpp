@@ -120,6 +120,7 @@ TEST_CASE("pipeline stages do not change seeded sampling, batching limits or pre
   const auto want_tight = generate(kBin, tight, greedy());
   REQUIRE(want_tight == generate(kBin, {}, greedy()));
   tight.pp_size = 2, tight.tp_size = 2;
+  tight.tokenizer = kModels + "/stories260K/tok512.bin";
   Engine engine(kBin, tight);
   std::vector<std::vector<std::int32_t>> got;
   for (const GenerationResult& r : engine.generate(kPrompts, greedy())) got.push_back(r.token_ids);
@@ -144,6 +145,7 @@ TEST_CASE("a rank that fails or stalls mid-generation is named, in TP x PP", "[p
   EngineOptions o;
   o.tp_size = 2, o.pp_size = 2;
   o.comm.timeout = 300ms;
+  o.tokenizer = kModels + "/stories260K/tok512.bin";
   SECTION("a rank fails") {
     o.comm.faults.push_back(Fault::fail_at(3, 40));
     Engine engine(kBin, o);

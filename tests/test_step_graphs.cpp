@@ -1,8 +1,8 @@
-// TransformerModel's decode-step graphs (enable_step_graphs), checked on the CPU: a policy that
-// is HostOps plus a run_graph that records each step's shape and runs the layers. It exercises
-// everything the model does for a graph except the capture itself: padding the rows and the
-// block tables to a shape, the padding rows' K/V (none may be written), and that the real
-// rows' logits do not depend on the padding. The reference is the same model under HostOps,
+// The decode-step graphs of the engine's StepRunner, checked on the CPU: a policy that is
+// HostOps plus a run_graph that records each step's shape and runs the layers. It exercises
+// everything a graph step does except the capture itself: padding the rows and the block
+// tables to a shape, the padding rows' K/V (none may be written), and that the real rows'
+// logits do not depend on the padding. The reference is the same model under HostOps,
 // run eagerly: each real row's arithmetic is the same expression in both, so the logits must be
 // equal bitwise. Block 0, which padding rows read, belongs to a real sequence, so a padding row
 // writing K/V there would change that sequence's logits.
@@ -12,6 +12,7 @@
 #include "catch.hpp"
 #include "stories.hpp"
 #include "tpkit/comm/mock.hpp"
+#include "tpkit/engine/step_runner.hpp"
 #include "tpkit/model/transformer.hpp"
 
 using namespace tpkit;
@@ -34,10 +35,13 @@ struct RecordingOps : HostOps {
   }
 };
 
+template <class Ops>
+using Runner = StepRunner<TransformerModel<float, Ops>>;
+
 // Runs `steps` decode steps after prefilling three prompts; sequence 2 stops after 6 steps.
 // Returns every step's logits, flattened.
 template <class Ops>
-std::vector<float> run(TransformerModel<float, Ops>& model, Communicator<MockBackend>& comm) {
+std::vector<float> run(TransformerModel<float, Ops>& model, Runner<Ops>& runner, Communicator<MockBackend>& comm) {
   const std::int64_t V = model.config().vocab_size;
   // 8 blocks of 4 positions each; sequence 0 owns block 0.
   std::vector<std::vector<std::int32_t>> tables = {{0, 3, 6, 9, 12}, {1, 4, 7, 10, 13}, {2, 5, 8, 11, 14}};
@@ -45,7 +49,8 @@ std::vector<float> run(TransformerModel<float, Ops>& model, Communicator<MockBac
   std::vector<float> all, logits;
   const auto step = [&](const std::vector<StepSequence>& seqs) {
     logits.assign(seqs.size() * std::size_t(V), 0.0f);
-    model.forward(comm, seqs, TensorView<float>(logits.data(), {std::int64_t(seqs.size()), V}));
+    runner.run(comm, seqs, TensorView<float>(logits.data(), {std::int64_t(seqs.size()), V}),
+               static_cast<PipelineStage<MockBackend>*>(nullptr));
     all.insert(all.end(), logits.begin(), logits.end());
     for (std::size_t i = 0; i < seqs.size(); ++i) {  // greedy
       const float* row = logits.data() + i * std::size_t(V);
@@ -73,16 +78,17 @@ TEST_CASE("decode steps padded to a graph's shape give the eager logits bitwise"
   run_mock_ranks(1, [&](Communicator<MockBackend>& comm) {
     TransformerModel<float, HostOps> eager(ckpt, {0, 1}, 16, 4);
     TransformerModel<float, RecordingOps> padded(ckpt, {0, 1}, 16, 4);
-    padded.enable_step_graphs(8);
-    const std::vector<float> want = run(eager, comm);
-    REQUIRE(run(padded, comm) == want);
-    REQUIRE(eager.graph_steps() == 0);
-    REQUIRE(padded.graph_steps() == 12);  // the decode steps; the prefill step is not one
+    Runner<HostOps> eager_runner(eager, 8);  // HostOps cannot capture: every step runs eagerly
+    Runner<RecordingOps> padded_runner(padded, 8);
+    const std::vector<float> want = run(eager, eager_runner, comm);
+    REQUIRE(run(padded, padded_runner, comm) == want);
+    REQUIRE(eager_runner.graph_steps() == 0);
+    REQUIRE(padded_runner.graph_steps() == 12);  // the decode steps; the prefill step is not one
     // Rows: 3 padded to 4 for six steps, then 2. Tables: each holds 5 blocks -> 8 wide.
     const std::int64_t width = std::min<std::int64_t>(8, (ckpt.config().max_position + 3) / 4);
     std::vector<std::int64_t> keys(6, 4ll << 32 | width);
     keys.resize(12, 2ll << 32 | width);
-    REQUIRE(padded.step_graph_cache().keys == keys);
+    REQUIRE(padded_runner.graphs().keys == keys);
   });
 }
 
@@ -90,12 +96,13 @@ TEST_CASE("graph shapes: rows and block tables padded to powers of two, decode s
   const Checkpoint ckpt = Checkpoint::open(stories::kBin);
   run_mock_ranks(1, [&](Communicator<MockBackend>& comm) {
     TransformerModel<float, RecordingOps> model(ckpt, {0, 1}, 16, 4);
-    model.enable_step_graphs(3);  // not a power of two: 3 rows stay 3
+    Runner<RecordingOps> runner(model, 3);  // not a power of two: 3 rows stay 3
     std::vector<std::int32_t> table = {0, 1, 2};
     std::vector<std::int32_t> tokens(12, 5);
     std::vector<float> logits(std::size_t(ckpt.config().vocab_size));
     const auto forward = [&](std::vector<StepSequence> seqs) {  // logits for the first row only
-      model.forward(comm, seqs, TensorView<float>(logits.data(), {1, ckpt.config().vocab_size}));
+      runner.run(comm, seqs, TensorView<float>(logits.data(), {1, ckpt.config().vocab_size}),
+                 static_cast<PipelineStage<MockBackend>*>(nullptr));
     };
     forward({{tokens.data(), 9, 0, &table, true}});  // prefill: no graph
     forward({{tokens.data(), 1, 9, &table, true}});  // 1 row, 3 blocks -> 4 wide
@@ -106,17 +113,18 @@ TEST_CASE("graph shapes: rows and block tables padded to powers of two, decode s
     forward({{tokens.data(), 2, 9, &table, true}});    // two tokens: a prefill chunk, no graph
     // A 3-block table is 4 wide; 3 rows are at most max_rows, so they stay 3.
     const std::vector<std::int64_t> keys = {1ll << 32 | 4, 2ll << 32 | 4, 3ll << 32 | 4};
-    REQUIRE(model.step_graph_cache().keys == keys);
-    REQUIRE(model.graph_steps() == 3);
+    REQUIRE(runner.graphs().keys == keys);
+    REQUIRE(runner.graph_steps() == 3);
   });
   run_mock_ranks(2, [&](Communicator<MockBackend>& comm) {  // the host mock cannot be captured
     TransformerModel<float, RecordingOps> model(ckpt, {comm.rank(), 2}, 16, 4);
-    model.enable_step_graphs(8);
+    Runner<RecordingOps> runner(model, 8);
     std::vector<std::int32_t> table = {0};
     std::vector<std::int32_t> tokens = {1, 5};
     std::vector<float> logits(std::size_t(ckpt.config().vocab_size));
-    model.forward(comm, {{tokens.data(), 1, 0, &table, true}},
-                  TensorView<float>(logits.data(), {1, ckpt.config().vocab_size}));
-    REQUIRE(model.graph_steps() == 0);
+    runner.run(comm, {{tokens.data(), 1, 0, &table, true}},
+               TensorView<float>(logits.data(), {1, ckpt.config().vocab_size}),
+               static_cast<PipelineStage<MockBackend>*>(nullptr));
+    REQUIRE(runner.graph_steps() == 0);
   });
 }

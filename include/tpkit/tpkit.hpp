@@ -1,20 +1,22 @@
-// tpkit/tpkit.hpp: everything in include/tpkit, for users who want one include.
+// tpkit/tpkit.hpp: every header of include/tpkit that needs nothing but the standard library and
+// threads, for users who want one include. Not included: tpkit/comm/mpi.hpp (needs MPI),
+// tpkit/comm/nccl.hpp and device_memory.hpp (CUDA, NCCL), and the .cuh headers (nvcc).
 #pragma once
 
-#include "tpkit/attention/paged_attention_host.hpp"
 #include "tpkit/comm/backend.hpp"
 #include "tpkit/comm/bootstrap.hpp"
+#include "tpkit/comm/call_signature.hpp"
 #include "tpkit/comm/communicator.hpp"
 #include "tpkit/comm/fault.hpp"
 #include "tpkit/comm/mock.hpp"
-// tpkit/comm/mpi.hpp is not included: it needs <mpi.h> (link MPI::MPI_CXX to use it).
 #include "tpkit/config.hpp"
+#include "tpkit/core/checked_math.hpp"
 #include "tpkit/core/dtype.hpp"
 #include "tpkit/core/error.hpp"
+#include "tpkit/core/reduce_op.hpp"
 #include "tpkit/core/tensor.hpp"
+#include "tpkit/core/thread_pool.hpp"
 #include "tpkit/engine/engine.hpp"
-#include "tpkit/engine/sampling.hpp"
-#include "tpkit/engine/scheduler.hpp"
 #include "tpkit/io/json.hpp"
 #include "tpkit/io/mapped_file.hpp"
 #include "tpkit/kv/paged_kv_cache.hpp"
@@ -26,7 +28,12 @@
 #include "tpkit/model/config.hpp"
 #include "tpkit/model/rope.hpp"
 #include "tpkit/model/transformer.hpp"
+#include "tpkit/ops/host_attention.hpp"
+#include "tpkit/ops/host_kernels.hpp"
 #include "tpkit/ops/host_ops.hpp"
+#include "tpkit/ops/ops_policy.hpp"
+#include "tpkit/ops/step.hpp"
 #include "tpkit/parallel/pipeline.hpp"
 #include "tpkit/parallel/shard.hpp"
+#include "tpkit/sampling/sampler.hpp"
 #include "tpkit/tokenizer/llama2c_tokenizer.hpp"

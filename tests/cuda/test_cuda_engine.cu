@@ -1,4 +1,4 @@
-// The engine on the GPU (tpkit/cuda/engine.cuh) on the real stories260K weights, both file
+// The engine on the GPU (tpkit/engine/cuda_engine.cuh) on the real stories260K weights, both file
 // formats. Skipped (exit 77) without a GPU.
 //   * float32: the 64 greedy tokens of each golden prompt equal the float64 reference
 //     (tests/reference/llama_reference.hpp) at TP 1, 2 and 4 over the one-GPU mock, and the
@@ -26,7 +26,7 @@
 
 #include "cuda_test_support.hpp"
 #include "reference/stories_golden.hpp"
-#include "tpkit/cuda/engine.cuh"
+#include "tpkit/engine/cuda_engine.cuh"
 
 using namespace tpkit;
 using cuda_test::expect;
@@ -42,20 +42,22 @@ SamplingParams greedy64() { return stories::greedy(64); }
 
 std::vector<std::vector<std::int32_t>> run_gpu(const std::string& path, const Golden& g, EngineOptions o) {
   o.tokenizer = kTokenizer;
-  o.gpu_memory_utilization = 0.5;
-  tpkit::cuda::CudaEngine engine(path, o);
+  GpuOptions gpu;
+  gpu.gpu_memory_utilization = 0.5;
+  CudaEngine engine(path, o, gpu);
   return tokens_of(engine.generate(g.prompt_ids, std::vector<SamplingParams>(g.prompt_ids.size(), greedy64())));
 }
 
 void logits_against_reference(const std::string& path, const Golden& g, int tp) {
   const Checkpoint ckpt = Checkpoint::open(path);
   const std::int64_t V = ckpt.config().vocab_size;
-  auto contexts = tpkit::cuda::make_contexts(tp);
+  auto contexts = tpkit::gpu::make_contexts(tp);
   std::vector<double> worst(static_cast<std::size_t>(tp), 0.0);
-  tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<tpkit::cuda::DeviceMockBackend>& comm) {
-    TransformerModel<float, CudaOps> model(ckpt, {comm.rank(), tp}, 8);
+  tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<tpkit::gpu::DeviceMockBackend>& comm) {
+    const CudaOps ops(*contexts[std::size_t(comm.rank())]);
+    TransformerModel<float, CudaOps> model(ops, ckpt, {comm.rank(), tp}, 8);
     std::vector<std::int32_t> blocks = {7, 3, 0, 5, 1, 6, 2, 4};  // pages out of order
-    tpkit::cuda::DeviceBuffer<float> d_logits(static_cast<std::size_t>(V));
+    tpkit::gpu::DeviceBuffer<float> d_logits(static_cast<std::size_t>(V));
     std::vector<float> logits(static_cast<std::size_t>(V));
     for (std::size_t i = 0; i < g.prompt_ids.size(); ++i) {
       std::vector<std::int32_t> tokens = g.prompt_ids[i];
@@ -65,7 +67,7 @@ void logits_against_reference(const std::string& path, const Golden& g, int tp) 
       for (std::int64_t pos = prompt - 1, start = 0; pos < std::int64_t(tokens.size()) - 1; ++pos) {
         StepSequence s{tokens.data() + start, pos + 1 - start, start, &blocks, true};
         model.forward(comm, {s}, TensorView<float>(d_logits.data(), {1, V}, MemoryKind::device));
-        CudaOps::download(d_logits.data(), logits.data(), logits.size());
+        ops.download(d_logits.data(), logits.data(), logits.size());
         start = pos + 1;
         const auto& want = g.logits[i][std::size_t(pos - (prompt - 1))];
         for (std::int64_t v = 0; v < V; ++v) {
@@ -120,8 +122,9 @@ int main() {
       }
       Engine host(kBin, o);
       const auto want = tokens_of(host.generate(g.prompt_ids, params));
-      o.gpu_memory_utilization = 0.5;
-      tpkit::cuda::CudaEngine gpu(kBin, o);
+      GpuOptions half_memory;
+      half_memory.gpu_memory_utilization = 0.5;
+      CudaEngine gpu(kBin, o, half_memory);
       const auto first = tokens_of(gpu.generate(g.prompt_ids, params));
       expect(first == tokens_of(gpu.generate(g.prompt_ids, params)), "seeded sampling on the GPU does not repeat");
       expect(first == want, "seeded sampling on the GPU differs from the host engine's");
@@ -132,10 +135,11 @@ int main() {
         for (bool eager : {false, true}) {
           EngineOptions o;
           o.tokenizer = kTokenizer;
-          o.gpu_memory_utilization = 0.5;
           o.max_num_seqs = seqs;
-          o.enforce_eager = eager;
-          tpkit::cuda::CudaEngine engine(kBin, o);
+          GpuOptions gpu;
+          gpu.gpu_memory_utilization = 0.5;
+          gpu.enforce_eager = eager;
+          CudaEngine engine(kBin, o, gpu);
           const auto got =
               tokens_of(engine.generate(g.prompt_ids, std::vector<SamplingParams>(g.prompt_ids.size(), greedy64())));
           const GenerationStats& st = engine.last_stats();
@@ -149,9 +153,10 @@ int main() {
       }
       EngineOptions o;
       o.tokenizer = kTokenizer;
-      o.gpu_memory_utilization = 0.5;
       o.tp_size = 2;
-      tpkit::cuda::CudaEngine engine(kBin, o);
+      GpuOptions gpu;
+      gpu.gpu_memory_utilization = 0.5;
+      CudaEngine engine(kBin, o, gpu);
       engine.generate(g.prompt_ids, std::vector<SamplingParams>(g.prompt_ids.size(), greedy64()));
       expect(engine.last_stats().graph_steps == 0, "TP 2 over the one-GPU mock does not capture its host rendezvous");
     }
@@ -164,18 +169,18 @@ int main() {
     }
     bool refused = false;
     try {
-      EngineOptions o;
-      o.gpu_memory_utilization = 1e-6;
-      tpkit::cuda::CudaEngine engine(kBin, o);
+      GpuOptions gpu;
+      gpu.gpu_memory_utilization = 1e-6;
+      CudaEngine engine(kBin, {}, gpu);
     } catch (const Error& e) {
       refused = std::string(e.what()).find("leaves no room for the KV cache") != std::string::npos;
     }
     expect(refused, "a gpu_memory_utilization too small for the KV cache is refused by name");
     refused = false;
     try {
-      EngineOptions o;
-      o.gpu = 4096;
-      tpkit::cuda::CudaEngine engine(kBin, o);
+      GpuOptions gpu;
+      gpu.device = 4096;
+      CudaEngine engine(kBin, {}, gpu);
     } catch (const Error& e) {
       refused = std::string(e.what()).find("gpu 4096 does not exist") != std::string::npos;
     }

@@ -11,22 +11,22 @@
 
 #include "cuda_test_support.hpp"
 #include "support.hpp"
-#include "tpkit/cuda/cuda_ops.cuh"
-#include "tpkit/cuda/device_mock.cuh"
+#include "tpkit/gpu/cuda_ops.cuh"
+#include "tpkit/gpu/device_mock.cuh"
 #include "tpkit/layers/embedding.hpp"
 #include "tpkit/layers/linear.hpp"
 
 using namespace tpkit;
 using cuda_test::expect;
 using cuda_test::failures;
-using tpkit::cuda::DeviceMockBackend;
+using tpkit::gpu::DeviceMockBackend;
 
 namespace {
 
 template <class T>
 std::vector<double> device_to_doubles(const T* d, std::size_t n) {
   std::vector<T> h(n);
-  tpkit::cuda::check_cuda(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), "copy back");
+  tpkit::gpu::check_cuda(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), "copy back");
   std::vector<double> out;
   for (T v : h) out.push_back(test::as_double(v));
   return out;
@@ -41,26 +41,27 @@ void column_and_row(int tp, int batch, bool with_bias) {
   const std::vector<float> b1 = with_bias ? rng.uniform_vector(mid) : std::vector<float>{};
   const std::vector<float> x = rng.uniform_vector(std::size_t(batch) * in);
   const auto first = ref::linear(test::rounded<T>(x), test::rounded<T>(w1), test::rounded<T>(b1), batch, mid, in);
-  auto contexts = tpkit::cuda::make_contexts(tp);
+  auto contexts = tpkit::gpu::make_contexts(tp);
   std::vector<std::vector<double>> gathered(static_cast<std::size_t>(tp)), partial(static_cast<std::size_t>(tp));
   std::vector<Range> ranges(static_cast<std::size_t>(tp));
-  tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
+  tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
     const ShardSpec shard{comm.rank(), tp};
-    ColumnParallelLinear<T, CudaOps> gather_layer(test::raw(w1, mid, in),
+    const CudaOps ops(*contexts[std::size_t(comm.rank())]);
+    ColumnParallelLinear<T, CudaOps> gather_layer(ops, test::raw(w1, mid, in),
                                                   b1.empty() ? RawTensorView{} : test::raw(b1, mid), shard, {true});
-    ColumnParallelLinear<T, CudaOps> split_layer(test::raw(w1, mid, in),
+    ColumnParallelLinear<T, CudaOps> split_layer(ops, test::raw(w1, mid, in),
                                                  b1.empty() ? RawTensorView{} : test::raw(b1, mid), shard, {false});
-    tpkit::cuda::DeviceBuffer<T> d_x(x.size()), d_full(std::size_t(batch * mid)),
+    tpkit::gpu::DeviceBuffer<T> d_x(x.size()), d_full(std::size_t(batch * mid)),
         d_part(std::size_t(batch * split_layer.output_width()));
     const std::vector<T> xs = test::to_storage<T>(x);
-    CudaOps::upload(xs.data(), d_x.data(), xs.size());
-    tpkit::cuda::check_cuda(cudaMemset(d_full.data(), 0xff, d_full.size() * sizeof(T)), "poison");
-    tpkit::cuda::check_cuda(cudaMemset(d_part.data(), 0xff, d_part.size() * sizeof(T)), "poison");
+    ops.upload(xs.data(), d_x.data(), xs.size());
+    tpkit::gpu::check_cuda(cudaMemset(d_full.data(), 0xff, d_full.size() * sizeof(T)), "poison");
+    tpkit::gpu::check_cuda(cudaMemset(d_part.data(), 0xff, d_part.size() * sizeof(T)), "poison");
     gather_layer.forward(comm, TensorView<const T>(d_x.data(), {batch, in}, MemoryKind::device),
                          TensorView<T>(d_full.data(), {batch, mid}, MemoryKind::device));
     split_layer.forward(comm, TensorView<const T>(d_x.data(), {batch, in}, MemoryKind::device),
                         TensorView<T>(d_part.data(), {batch, split_layer.output_width()}, MemoryKind::device));
-    tpkit::cuda::CudaContext::current().synchronize();
+    ops.context().synchronize();
     gathered[std::size_t(comm.rank())] = device_to_doubles(d_full.data(), d_full.size());
     partial[std::size_t(comm.rank())] = device_to_doubles(d_part.data(), d_part.size());
     ranges[std::size_t(comm.rank())] = split_layer.output_range();
@@ -83,20 +84,21 @@ void column_and_row(int tp, int batch, bool with_bias) {
   const std::vector<float> b2 = with_bias ? rng.uniform_vector(in) : std::vector<float>{};
   const auto second = ref::linear(test::rounded<T>(h), test::rounded<T>(w2), test::rounded<T>(b2), batch, in, mid);
   std::vector<std::vector<double>> reduced(static_cast<std::size_t>(tp));
-  tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
-    RowParallelLinear<T, CudaOps> layer(test::raw(w2, in, mid), b2.empty() ? RawTensorView{} : test::raw(b2, in),
-                                        {comm.rank(), tp});
+  tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
+    const CudaOps ops(*contexts[std::size_t(comm.rank())]);
+    RowParallelLinear<T, CudaOps> layer(ops, test::raw(w2, in, mid),
+                                        b2.empty() ? RawTensorView{} : test::raw(b2, in), {comm.rank(), tp});
     const Range r = layer.input_range();
     std::vector<float> local;
     for (int b = 0; b < batch; ++b)
       for (std::int64_t k = r.begin; k < r.end; ++k) local.push_back(h[std::size_t(b * mid + k)]);
     const std::vector<T> ls = test::to_storage<T>(local);
-    tpkit::cuda::DeviceBuffer<T> d_x(ls.size() + 1), d_y(std::size_t(batch * in));
-    CudaOps::upload(ls.data(), d_x.data(), ls.size());
-    tpkit::cuda::check_cuda(cudaMemset(d_y.data(), 0xff, d_y.size() * sizeof(T)), "poison");
+    tpkit::gpu::DeviceBuffer<T> d_x(ls.size() + 1), d_y(std::size_t(batch * in));
+    ops.upload(ls.data(), d_x.data(), ls.size());
+    tpkit::gpu::check_cuda(cudaMemset(d_y.data(), 0xff, d_y.size() * sizeof(T)), "poison");
     layer.forward(comm, TensorView<const T>(d_x.data(), {batch, r.size()}, MemoryKind::device),
                   TensorView<T>(d_y.data(), {batch, in}, MemoryKind::device));
-    tpkit::cuda::CudaContext::current().synchronize();
+    ops.context().synchronize();
     reduced[std::size_t(comm.rank())] = device_to_doubles(d_y.data(), d_y.size());
   });
   for (int r = 0; r < tp; ++r) {
@@ -114,17 +116,18 @@ void embedding_and_head(int tp) {
   const std::vector<float> table = rng.uniform_vector(std::size_t(vocab) * hidden);
   const std::vector<std::int32_t> ids = {0, 499, 123, 250, 7};
   const std::vector<double> rounded = test::rounded<T>(table);
-  auto contexts = tpkit::cuda::make_contexts(tp);
+  auto contexts = tpkit::gpu::make_contexts(tp);
   std::vector<std::vector<double>> rows(static_cast<std::size_t>(tp));
   std::vector<std::vector<std::int32_t>> tokens(static_cast<std::size_t>(tp), std::vector<std::int32_t>(batch));
-  tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
-    VocabParallelEmbedding<T, CudaOps> embedding(test::raw(table, vocab, hidden), {comm.rank(), tp});
+  tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
+    const CudaOps ops(*contexts[std::size_t(comm.rank())]);
+    VocabParallelEmbedding<T, CudaOps> embedding(ops, test::raw(table, vocab, hidden), {comm.rank(), tp});
     auto head = ParallelLMHead<T, CudaOps>::tied_to(embedding);
-    tpkit::cuda::DeviceBuffer<T> d_y(std::size_t(batch * hidden));
+    tpkit::gpu::DeviceBuffer<T> d_y(std::size_t(batch * hidden));
     embedding.forward(comm, ids.data(), batch, TensorView<T>(d_y.data(), {batch, hidden}, MemoryKind::device));
     head.greedy(comm, TensorView<const T>(d_y.data(), {batch, hidden}, MemoryKind::device),
                 tokens[std::size_t(comm.rank())].data());
-    tpkit::cuda::CudaContext::current().synchronize();
+    ops.context().synchronize();
     rows[std::size_t(comm.rank())] = device_to_doubles(d_y.data(), d_y.size());
   });
   for (int r = 0; r < tp; ++r) {
@@ -162,11 +165,11 @@ int main() {
       }
     for (int tp : {1, 2, 4}) embedding_and_head<float>(tp), embedding_and_head<bfloat16>(tp);
     // A misuse is an exception naming the problem, not a crash: host memory into a device layer.
-    auto contexts = tpkit::cuda::make_contexts(1);
+    auto contexts = tpkit::gpu::make_contexts(1);
     bool refused = false;
-    tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
+    tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
       const std::vector<float> w(16, 1.0f);
-      ColumnParallelLinear<float, CudaOps> layer(test::raw(w, 4, 4), {}, {0, 1});
+      ColumnParallelLinear<float, CudaOps> layer(CudaOps(*contexts[0]), test::raw(w, 4, 4), {}, {0, 1});
       std::vector<float> x(4), y(4);
       try {
         layer.forward(comm, TensorView<const float>(x.data(), {1, 4}), TensorView<float>(y.data(), {1, 4}));

@@ -17,13 +17,13 @@
 
 #include "cuda_test_support.hpp"
 #include "reference/reference.hpp"
-#include "tpkit/cuda/device_mock.cuh"
-#include "tpkit/cuda/fused_kernels.cuh"
+#include "tpkit/gpu/device_mock.cuh"
+#include "tpkit/kernels/fused_kernels.cuh"
 
 using namespace tpkit;
 using cuda_test::expect;
 using cuda_test::failures;
-using tpkit::cuda::DeviceMockBackend;
+using tpkit::gpu::DeviceMockBackend;
 
 namespace {
 
@@ -88,8 +88,8 @@ void collectives(int ranks, const char* type) {
   std::vector<std::vector<T>> sum_out(static_cast<std::size_t>(ranks)), max_in_place(static_cast<std::size_t>(ranks)),
       gathered(static_cast<std::size_t>(ranks)), scattered(static_cast<std::size_t>(ranks)),
       broadcast(static_cast<std::size_t>(ranks));
-  auto contexts = tpkit::cuda::make_contexts(ranks);
-  tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
+  auto contexts = tpkit::gpu::make_contexts(ranks);
+  tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
     const int r = comm.rank();
     const std::vector<T>& mine = inputs[std::size_t(r)];
     T* in = to_device(mine);
@@ -141,11 +141,11 @@ void collectives(int ranks, const char* type) {
 // size growing every 20 steps (so staging buffers are replaced mid-run). Every value stays an
 // integer below 2^24, so float is exact and the expected values follow from the algebra.
 void back_to_back(int ranks) {
-  auto contexts = tpkit::cuda::make_contexts(ranks);
+  auto contexts = tpkit::gpu::make_contexts(ranks);
   std::vector<std::vector<float>> final_values(static_cast<std::size_t>(ranks));
   const int steps = 200;
   const std::size_t max_n = 1 << 16;
-  tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
+  tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
     const int r = comm.rank();
     std::vector<float> init(max_n), bump(max_n, float(r + 1));
     for (std::size_t i = 0; i < max_n; ++i) init[i] = float(i % 13) * float(r + 1);
@@ -154,8 +154,8 @@ void back_to_back(int ranks) {
     for (int step = 0; step < steps; ++step) {
       const std::size_t n = std::size_t(1024) << (step / 20 % 7);
       comm.all_reduce(x, n, ReduceOp::max);
-      tpkit::cuda::check_status(
-          tpkit::cuda::add(x, increment, std::int64_t(n), tpkit::cuda::CudaContext::current().stream()), "add");
+      tpkit::gpu::check_status(
+          tpkit::gpu::add(x, increment, std::int64_t(n), contexts[std::size_t(r)]->stream()), "add");
     }
     final_values[std::size_t(r)] = to_host(x, max_n);
     cudaFree(x), cudaFree(increment);
@@ -194,16 +194,16 @@ void expect_error(const char* what, const std::string& needle, F&& body) {
 }
 
 void misuse() {
-  auto contexts = tpkit::cuda::make_contexts(2);
+  auto contexts = tpkit::gpu::make_contexts(2);
   expect_error<CollectiveMismatch>("different counts", "rank 1 called all_reduce(count=9", [&] {
-    tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
+    tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
       float* x = poisoned<float>(16);
       comm.all_reduce(x, 8 + std::size_t(comm.rank()));
       cudaFree(x);
     });
   });
   expect_error<CollectiveMismatch>("host memory against device memory", "device memory", [&] {
-    tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
+    tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
       std::vector<float> host(8, 1.0f);
       float* device = to_device(host);
       comm.all_reduce(comm.rank() == 0 ? device : host.data(), 8);
@@ -213,7 +213,7 @@ void misuse() {
   MockOptions quick;
   quick.timeout = std::chrono::milliseconds(300);
   expect_error<CollectiveTimeout>("a rank that never arrives", "rank 1 did not arrive", [&] {
-    tpkit::cuda::run_device_mock_ranks(
+    tpkit::gpu::run_device_mock_ranks(
         contexts,
         [&](Communicator<DeviceMockBackend>& comm) {
           float* x = poisoned<float>(8);
@@ -224,7 +224,7 @@ void misuse() {
   });
   // Host memory still works (the engine's small messages), through the host mock.
   std::vector<std::vector<std::int32_t>> got(2);
-  tpkit::cuda::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
+  tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
     std::vector<std::int32_t> v{comm.rank() + 1, 10 * (comm.rank() + 1)};
     comm.all_reduce(v.data(), v.size());
     got[std::size_t(comm.rank())] = v;

@@ -1,4 +1,4 @@
-// The fused kernels of tpkit/cuda/fused_kernels.cuh against a float64 reference written here
+// The fused kernels of tpkit/kernels/fused_kernels.cuh against a float64 reference written here
 // from the math, in float, half and bfloat16, on random inputs from fixed seeds, with outputs
 // poisoned (all bits set: NaN) before each launch so that an element a kernel fails to write
 // is caught. Skipped (exit 77) without a GPU.
@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "cuda_test_support.hpp"
-#include "tpkit/cuda/fused_kernels.cuh"
+#include "tpkit/kernels/fused_kernels.cuh"
 
 using namespace tpkit;
 
@@ -56,8 +56,8 @@ void test_rms_norm(std::mt19937& rng) {
       float* d_w = to_device(w);
       T* d_out = poisoned<T>(std::size_t(rows * cols));
       const float eps = 1e-5f;
-      bool ok = tpkit::cuda::fused_add_rms_norm(d_res, cols, d_x, cols, rows, cols, d_w, eps, d_out, cols, nullptr) ==
-                tpkit::cuda::Status::ok;
+      bool ok = tpkit::gpu::fused_add_rms_norm(d_res, cols, d_x, cols, rows, cols, d_w, eps, d_out, cols, nullptr) ==
+                tpkit::gpu::Status::ok;
       const auto got_res = to_host(d_res, std::size_t(rows * cols));
       const auto got = to_host(d_out, std::size_t(rows * cols));
       for (long long r = 0; r < rows && ok; ++r) {
@@ -91,7 +91,7 @@ void test_silu_and_rope(std::mt19937& rng) {
     const auto gu = random_values<T>(std::size_t(rows * 2 * n), rng, 3.0f);
     T* d_gu = to_device(gu);
     T* d_out = poisoned<T>(std::size_t(rows * n));
-    bool ok = tpkit::cuda::silu_and_mul(d_gu, rows, n, d_out, nullptr) == tpkit::cuda::Status::ok;
+    bool ok = tpkit::gpu::silu_and_mul(d_gu, rows, n, d_out, nullptr) == tpkit::gpu::Status::ok;
     const auto got = to_host(d_out, std::size_t(rows * n));
     for (long long r = 0; r < rows && ok; ++r)
       for (long long i = 0; i < n; ++i) {
@@ -114,8 +114,8 @@ void test_silu_and_rope(std::mt19937& rng) {
       T* d_x = to_device(x);
       float* d_cos = to_device(cos);
       float* d_sin = to_device(sin);
-      bool ok = tpkit::cuda::rope(d_x, ld, rows, int(heads), head_dim, d_cos, d_sin, interleaved, nullptr) ==
-                tpkit::cuda::Status::ok;
+      bool ok = tpkit::gpu::rope(d_x, ld, rows, int(heads), head_dim, d_cos, d_sin, interleaved, nullptr) ==
+                tpkit::gpu::Status::ok;
       const auto got = to_host(d_x, std::size_t(rows * ld));
       for (long long r = 0; r < rows && ok; ++r) {
         for (long long h = 0; h < heads; ++h)
@@ -146,8 +146,8 @@ void test_embedding_and_argmax(std::mt19937& rng) {
   T* d_table = to_device(table);
   std::int32_t* d_ids = to_device(ids);
   T* d_out = poisoned<T>(std::size_t(count * hidden));
-  bool ok = tpkit::cuda::embedding_lookup(d_ids, count, d_table, first, vocab_rows, hidden, d_out, hidden, nullptr) ==
-            tpkit::cuda::Status::ok;
+  bool ok = tpkit::gpu::embedding_lookup(d_ids, count, d_table, first, vocab_rows, hidden, d_out, hidden, nullptr) ==
+            tpkit::gpu::Status::ok;
   const auto got = to_host(d_out, std::size_t(count * hidden));
   for (long long t = 0; t < count && ok; ++t)
     for (long long c = 0; c < hidden; ++c) {
@@ -167,7 +167,7 @@ void test_embedding_and_argmax(std::mt19937& rng) {
     T* d_values = to_device(values);
     float* d_best = poisoned<float>(std::size_t(batch));
     std::int64_t* d_index = poisoned<std::int64_t>(std::size_t(batch));
-    ok = tpkit::cuda::row_argmax(d_values, n, batch, n, d_best, d_index, nullptr) == tpkit::cuda::Status::ok;
+    ok = tpkit::gpu::row_argmax(d_values, n, batch, n, d_best, d_index, nullptr) == tpkit::gpu::Status::ok;
     const auto best = to_host(d_best, std::size_t(batch));
     const auto index = to_host(d_index, std::size_t(batch));
     for (long long b = 0; b < batch && ok; ++b) {
@@ -183,11 +183,11 @@ void test_embedding_and_argmax(std::mt19937& rng) {
 
 void test_bad_arguments() {
   float* p = nullptr;
-  expect(tpkit::cuda::rms_norm(p, 4, 2, 8, nullptr, 1e-5f, p, 8, nullptr) == tpkit::cuda::Status::invalid_argument,
+  expect(tpkit::gpu::rms_norm(p, 4, 2, 8, nullptr, 1e-5f, p, 8, nullptr) == tpkit::gpu::Status::invalid_argument,
          "rms_norm refuses ldx < cols", "f32", 8);
-  expect(tpkit::cuda::rope(p, 10, 1, 2, 7, nullptr, nullptr, false, nullptr) == tpkit::cuda::Status::invalid_argument,
+  expect(tpkit::gpu::rope(p, 10, 1, 2, 7, nullptr, nullptr, false, nullptr) == tpkit::gpu::Status::invalid_argument,
          "rope refuses an odd head_dim", "f32", 7);
-  expect(tpkit::cuda::row_argmax(p, 4, 1, 0, nullptr, nullptr, nullptr) == tpkit::cuda::Status::invalid_argument,
+  expect(tpkit::gpu::row_argmax(p, 4, 1, 0, nullptr, nullptr, nullptr) == tpkit::gpu::Status::invalid_argument,
          "row_argmax refuses an empty row", "f32", 0);
 }
 }  // namespace

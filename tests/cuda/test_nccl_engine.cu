@@ -1,4 +1,4 @@
-// The engine with one GPU per rank over NCCL (tpkit/cuda/nccl_engine.cuh) on the real
+// The engine with one GPU per rank over NCCL (tpkit/engine/nccl_engine.cuh) on the real
 // stories260K weights: the 64 greedy tokens of each golden prompt equal the float64
 // reference's (tests/reference/stories_golden.hpp), as for the one-GPU engine.
 //   * A world of 1 on GPU 0 (NCCL makes no call; the engine's host messages are staged).
@@ -13,7 +13,7 @@
 
 #include "cuda_test_support.hpp"
 #include "reference/stories_golden.hpp"
-#include "tpkit/cuda/nccl_engine.cuh"
+#include "tpkit/engine/nccl_engine.cuh"
 
 using namespace tpkit;
 using cuda_test::expect;
@@ -26,9 +26,11 @@ using stories::kBin, stories::kHf, stories::kTokenizer;
 std::vector<std::vector<std::int32_t>> run_rank(const std::string& path, const stories::Golden& g, EngineOptions o,
                                                 const ncclUniqueId& id, int rank, int size) {
   o.tokenizer = kTokenizer;
-  o.gpu_memory_utilization = 0.5;
-  tpkit::cuda::NcclEngine process(
-      rank, [&](cudaStream_t stream) { return NcclBackend::create(id, rank, size, stream); }, path, o);
+  GpuOptions gpu;
+  gpu.device = rank;
+  gpu.gpu_memory_utilization = 0.5;
+  NcclEngine process([&](cudaStream_t stream) { return NcclBackend::create(id, rank, size, stream); }, path, o,
+                     gpu);
   return stories::token_ids(
       process.engine().generate(g.prompt_ids, std::vector<SamplingParams>(g.prompt_ids.size(), stories::greedy(64))));
 }

@@ -1,4 +1,4 @@
-// Paged decode attention (tpkit/cuda/paged_attention.cuh) against a float64 reference written
+// Paged decode attention (tpkit/kernels/paged_attention.cuh) against a float64 reference written
 // from the math (attention_reference.hpp): GQA group sizes 1, 2, 4, 5, 7, 8 and 16, page sizes 1,
 // 16 and 64, head_dim 8, 64, 96, 128 and 256, float / half / bfloat16, a batch mixing short and long contexts (ones
 // that fill the last page and ones that do not, and spans longer than the plan's splits cover), a sliding window, an
@@ -20,7 +20,7 @@
 
 #include "attention_reference.hpp"
 #include "cuda_test_support.hpp"
-#include "tpkit/cuda/paged_attention.cuh"
+#include "tpkit/kernels/paged_attention.cuh"
 
 using namespace tpkit;
 
@@ -56,9 +56,9 @@ void run_case(const Case& c, std::mt19937& rng) {
   for (auto& v : values) v = from_float<T>(normal(rng));
   for (auto& v : q) v = from_float<T>(normal(rng) * 2.0f);  // peaked enough to make positions matter
 
-  tpkit::cuda::PagedDecodePlan plan;
+  tpkit::gpu::PagedDecodePlan plan;
   // Plan for spans up to 2100 only: the 9000-position sequence must still be covered.
-  if (tpkit::cuda::plan_paged_decode(seqs, c.local_q_heads, hd, 2100, &plan) != tpkit::cuda::Status::ok) {
+  if (tpkit::gpu::plan_paged_decode(seqs, c.local_q_heads, hd, 2100, &plan) != tpkit::gpu::Status::ok) {
     std::printf("FAILED: plan refused head_dim %d\n", hd), ++failures;
     return;
   }
@@ -73,12 +73,12 @@ void run_case(const Case& c, std::mt19937& rng) {
   const std::size_t out_count = std::size_t(seqs * c.local_q_heads * hd);
   T* d_out = poisoned<T>(out_count);
 
-  tpkit::cuda::PagedDecodeArgs a;
+  tpkit::gpu::PagedDecodeArgs a;
   a.q = d_q, a.ldq = c.local_q_heads * hd, a.k_cache = d_k, a.v_cache = d_v, a.kv_heads = kv_heads;
   a.q_head_begin = c.q_head_begin, a.kv_head_begin = kv_begin, a.group_size = c.group;
   a.block_tables = d_tables, a.max_blocks_per_seq = max_blocks, a.context_lens = d_lens, a.page_size = c.page;
   a.scale = 1.0f / std::sqrt(float(hd)), a.window = c.window, a.out = d_out, a.ldo = c.local_q_heads * hd;
-  bool ok = tpkit::cuda::paged_decode<T>(plan, a, d_ws, nullptr) == tpkit::cuda::Status::ok;
+  bool ok = tpkit::gpu::paged_decode<T>(plan, a, d_ws, nullptr) == tpkit::gpu::Status::ok;
   ok &= cudaDeviceSynchronize() == cudaSuccess;
   const std::vector<T> out = to_host(d_out, out_count);
 
@@ -120,8 +120,8 @@ int main() {
   run_case<bfloat16>({2, 16, 8, 0, 4, 0}, rng);      // head_dim 8 (stories260K) and 96: under a bound
   run_case<half>({4, 1, 96, 0, 4, 0}, rng);
   // Refusals: a head_dim above the largest bound.
-  tpkit::cuda::PagedDecodePlan plan;
-  if (tpkit::cuda::plan_paged_decode(1, 1, 320, 10, &plan) != tpkit::cuda::Status::unsupported)
+  tpkit::gpu::PagedDecodePlan plan;
+  if (tpkit::gpu::plan_paged_decode(1, 1, 320, 10, &plan) != tpkit::gpu::Status::unsupported)
     std::printf("FAILED: head_dim 320 accepted\n"), ++failures;
   std::printf("paged decode attention: %s\n", failures ? "FAILED" : "passed");
   return failures ? 1 : 0;

@@ -1,4 +1,4 @@
-// write_kv and paged_prefill (tpkit/cuda/paged_attention.cuh) against references written from
+// write_kv and paged_prefill (tpkit/kernels/paged_attention.cuh) against references written from
 // the math: a batch mixing whole prompts, a prefill chunk after cached positions, and decode
 // tokens; GQA group sizes 1, 2, 4, 5, 7, 8 and 16; page sizes 1, 16 and 64; head_dim 8, 64, 96,
 // 128 and 256; float / half / bfloat16; a sliding window; an uneven head split; shuffled block
@@ -17,7 +17,7 @@
 
 #include "attention_reference.hpp"
 #include "cuda_test_support.hpp"
-#include "tpkit/cuda/paged_attention.cuh"
+#include "tpkit/kernels/paged_attention.cuh"
 
 using namespace tpkit;
 
@@ -78,9 +78,9 @@ void run_case(const Case& c, std::mt19937& rng) {
     first_row.push_back(std::int64_t(row)), counts.push_back(seqs[s].count), starts.push_back(seqs[s].past);
     for (int i = 0; i < seqs[s].count; ++i, ++row) row_slots.push_back(std::int64_t(slot_of(s, seqs[s].past + i)));
   }
-  std::vector<tpkit::cuda::PrefillTile> tiles;
-  if (tpkit::cuda::make_prefill_tiles(hd, int(seqs.size()), first_row.data(), counts.data(), starts.data(), tiles) !=
-      tpkit::cuda::Status::ok) {
+  std::vector<tpkit::gpu::PrefillTile> tiles;
+  if (tpkit::gpu::make_prefill_tiles(hd, int(seqs.size()), first_row.data(), counts.data(), starts.data(), tiles) !=
+      tpkit::gpu::Status::ok) {
     std::printf("FAILED: make_prefill_tiles refused head_dim %d\n", hd), ++failures;
     return;
   }
@@ -89,19 +89,19 @@ void run_case(const Case& c, std::mt19937& rng) {
   T* d_v = to_device(values);
   std::int64_t* d_slots = to_device(row_slots);
   std::int32_t* d_tables = to_device(tables);
-  tpkit::cuda::PrefillTile* d_tiles = to_device(tiles);
+  tpkit::gpu::PrefillTile* d_tiles = to_device(tiles);
   const std::size_t out_count = std::size_t(rows) * q_width;
   T* d_out = poisoned<T>(out_count);
 
-  bool ok = tpkit::cuda::write_kv(d_qkv + q_width, d_qkv + q_width + width, std::int64_t(ld), rows, d_slots,
-                                  std::int64_t(width), d_k, d_v, nullptr) == tpkit::cuda::Status::ok;
-  tpkit::cuda::PagedPrefillArgs a;
+  bool ok = tpkit::gpu::write_kv(d_qkv + q_width, d_qkv + q_width + width, std::int64_t(ld), rows, d_slots,
+                                  std::int64_t(width), d_k, d_v, nullptr) == tpkit::gpu::Status::ok;
+  tpkit::gpu::PagedPrefillArgs a;
   a.q = d_qkv, a.ldq = std::int64_t(ld), a.k_cache = d_k, a.v_cache = d_v, a.kv_heads = kv_heads;
   a.q_head_begin = c.q_head_begin, a.kv_head_begin = kv_begin, a.group_size = c.group;
   a.block_tables = d_tables, a.max_blocks_per_seq = max_blocks, a.tiles = d_tiles, a.num_tiles = int(tiles.size());
   a.num_q_heads = c.local_q_heads, a.page_size = c.page, a.scale = 1.0f / std::sqrt(float(hd)), a.window = c.window;
   a.out = d_out, a.ldo = std::int64_t(q_width);
-  ok &= tpkit::cuda::paged_prefill<T>(a, hd, nullptr) == tpkit::cuda::Status::ok;
+  ok &= tpkit::gpu::paged_prefill<T>(a, hd, nullptr) == tpkit::gpu::Status::ok;
   ok &= cudaDeviceSynchronize() == cudaSuccess;
   const std::vector<T> out = to_host(d_out, out_count);
   const std::vector<T> got_keys = to_host(d_k, keys.size()), got_values = to_host(d_v, values.size());
@@ -157,17 +157,17 @@ int main() {
   run_case<bfloat16>({4, 16, 128, 20, 6, 3}, rng);  // sliding window shorter than a prompt; mid-group start
   run_case<float>({7, 16, 96, 0, 5, 4}, rng);       // uneven split over a group of 7, head_dim 96
   // Refusals: head_dim above 256; a query head outside this rank's KV heads.
-  std::vector<tpkit::cuda::PrefillTile> tiles;
+  std::vector<tpkit::gpu::PrefillTile> tiles;
   const std::int64_t zero = 0, one = 1;
-  if (tpkit::cuda::make_prefill_tiles(320, 1, &zero, &one, &zero, tiles) != tpkit::cuda::Status::unsupported)
+  if (tpkit::gpu::make_prefill_tiles(320, 1, &zero, &one, &zero, tiles) != tpkit::gpu::Status::unsupported)
     std::printf("FAILED: head_dim 320 accepted\n"), ++failures;
-  tpkit::cuda::PagedPrefillArgs bad;
+  tpkit::gpu::PagedPrefillArgs bad;
   int dummy = 0;
   bad.q = bad.k_cache = bad.v_cache = bad.out = &dummy;
-  bad.block_tables = &dummy, bad.tiles = reinterpret_cast<const tpkit::cuda::PrefillTile*>(&dummy), bad.num_tiles = 1;
+  bad.block_tables = &dummy, bad.tiles = reinterpret_cast<const tpkit::gpu::PrefillTile*>(&dummy), bad.num_tiles = 1;
   bad.num_q_heads = 4, bad.ldq = bad.ldo = 4 * 64, bad.kv_heads = 1, bad.group_size = 2, bad.max_blocks_per_seq = 1;
-  if (tpkit::cuda::paged_prefill<float>(bad, 64, nullptr) !=
-      tpkit::cuda::Status::invalid_argument)  // 4 heads need 2 KV heads
+  if (tpkit::gpu::paged_prefill<float>(bad, 64, nullptr) !=
+      tpkit::gpu::Status::invalid_argument)  // 4 heads need 2 KV heads
     std::printf("FAILED: query heads beyond the KV heads accepted\n"), ++failures;
   std::printf("paged prefill attention and write_kv: %s\n", failures ? "FAILED" : "passed");
   return failures ? 1 : 0;

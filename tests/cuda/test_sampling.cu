@@ -1,4 +1,4 @@
-// The GPU sampler (tpkit/cuda/sampling.cuh) against a float64 reference written here from the
+// The GPU sampler (tpkit/kernels/sampling.cuh) against a float64 reference written here from the
 // rule, and against tpkit::Sampler given the same seeded generator (so the draw is consumed
 // the same way). Greedy, temperature, top-k (including top_k >= vocab), top-p, min-p and their
 // combinations; vocabularies of 1, 7, 1000, 32003 and 151936; rows with many tied logits and
@@ -22,14 +22,14 @@
 #include <vector>
 
 #include "cuda_test_support.hpp"
-#include "tpkit/cuda/context.cuh"
-#include "tpkit/cuda/sampling.cuh"
-#include "tpkit/engine/sampling.hpp"
+#include "tpkit/gpu/context.cuh"
+#include "tpkit/kernels/sampling.cuh"
+#include "tpkit/sampling/sampler.hpp"
 
 using namespace tpkit;
 using cuda_test::expect;
 using cuda_test::failures;
-using tpkit::cuda::SamplingRow;
+using tpkit::gpu::SamplingRow;
 
 namespace {
 std::size_t checked = 0, near_boundary = 0;
@@ -80,13 +80,13 @@ std::int32_t reference_sample(const float* l, std::int64_t vocab, const Sampling
 }
 
 struct Case {
-  SamplingParams params;
+  SamplingRule params;
   const char* name;
 };
 
 std::vector<Case> cases(std::int64_t vocab) {
   const auto make = [](float t, int k, float p, float m) {
-    SamplingParams s;
+    SamplingRule s;
     s.temperature = t, s.top_k = k, s.top_p = p, s.min_p = m;
     return s;
   };
@@ -104,14 +104,14 @@ std::vector<Case> cases(std::int64_t vocab) {
 // Samples `logits` (rows x vocab) with per-row params and draws on the GPU.
 std::vector<std::int32_t> gpu_sample(const std::vector<float>& logits, int rows, std::int64_t vocab,
                                      const std::vector<SamplingRow>& params) {
-  tpkit::cuda::SamplingPlan plan;
-  tpkit::cuda::check_status(tpkit::cuda::plan_sampling(rows, vocab, &plan), "plan_sampling");
-  tpkit::cuda::DeviceBuffer<unsigned char> workspace(plan.workspace_bytes + 1);
+  tpkit::gpu::SamplingPlan plan;
+  tpkit::gpu::check_status(tpkit::gpu::plan_sampling(rows, vocab, &plan), "plan_sampling");
+  tpkit::gpu::DeviceBuffer<unsigned char> workspace(plan.workspace_bytes + 1);
   float* d_logits = to_device(logits);
   SamplingRow* d_params = to_device(params);
   std::int32_t* d_tokens = poisoned<std::int32_t>(std::size_t(rows));
-  tpkit::cuda::check_status(
-      tpkit::cuda::sample_rows(plan, d_logits, vocab, d_params, workspace.data(), d_tokens, nullptr), "sample_rows");
+  tpkit::gpu::check_status(
+      tpkit::gpu::sample_rows(plan, d_logits, vocab, d_params, workspace.data(), d_tokens, nullptr), "sample_rows");
   std::vector<std::int32_t> tokens = to_host(d_tokens, std::size_t(rows));
   cudaFree(d_logits), cudaFree(d_params), cudaFree(d_tokens);
   return tokens;
@@ -152,7 +152,7 @@ void batch(std::int64_t vocab, bool ties) {
   std::vector<std::int32_t> host_tokens;
   Sampler sampler;
   for (int r = 0; r < rows; ++r) {
-    const SamplingParams& sp = all[std::size_t(r) % all.size()].params;
+    const SamplingRule& sp = all[std::size_t(r) % all.size()].params;
     std::mt19937_64 rng(31 * std::uint64_t(r) + 7), same(31 * std::uint64_t(r) + 7);
     SamplingRow row;
     row.temperature = sp.temperature, row.top_k = sp.top_k, row.top_p = sp.top_p, row.min_p = sp.min_p;
@@ -187,17 +187,17 @@ void sweep(std::int64_t vocab, const Case& c) {
 }
 
 void errors() {
-  tpkit::cuda::SamplingPlan plan;
-  expect(tpkit::cuda::plan_sampling(1, 0, &plan) == tpkit::cuda::Status::invalid_argument, "vocab 0 is refused");
-  expect(tpkit::cuda::plan_sampling(-1, 10, &plan) == tpkit::cuda::Status::invalid_argument,
+  tpkit::gpu::SamplingPlan plan;
+  expect(tpkit::gpu::plan_sampling(1, 0, &plan) == tpkit::gpu::Status::invalid_argument, "vocab 0 is refused");
+  expect(tpkit::gpu::plan_sampling(-1, 10, &plan) == tpkit::gpu::Status::invalid_argument,
          "negative rows are refused");
-  tpkit::cuda::check_status(tpkit::cuda::plan_sampling(2, 100, &plan), "plan_sampling");
-  tpkit::cuda::DeviceBuffer<unsigned char> workspace(plan.workspace_bytes + 256);
-  expect(tpkit::cuda::sample_rows(plan, nullptr, 99, nullptr, workspace.data(), nullptr, nullptr) ==
-             tpkit::cuda::Status::invalid_argument,
+  tpkit::gpu::check_status(tpkit::gpu::plan_sampling(2, 100, &plan), "plan_sampling");
+  tpkit::gpu::DeviceBuffer<unsigned char> workspace(plan.workspace_bytes + 256);
+  expect(tpkit::gpu::sample_rows(plan, nullptr, 99, nullptr, workspace.data(), nullptr, nullptr) ==
+             tpkit::gpu::Status::invalid_argument,
          "a leading dimension below the vocabulary is refused");
-  expect(tpkit::cuda::sample_rows(plan, nullptr, 100, nullptr, workspace.data() + 8, nullptr, nullptr) ==
-             tpkit::cuda::Status::misaligned,
+  expect(tpkit::gpu::sample_rows(plan, nullptr, 100, nullptr, workspace.data() + 8, nullptr, nullptr) ==
+             tpkit::gpu::Status::misaligned,
          "a misaligned workspace is refused");
 }
 

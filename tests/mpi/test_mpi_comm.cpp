@@ -167,3 +167,23 @@ TEST_CASE("MPI collectives that disagree across ranks are reported on every rank
   comm.all_reduce(x.data(), 4);
   REQUIRE(x[0] == float(comm.size()));
 }
+
+// Per-rank counts are part of a collective's signature: ranks whose all_gather counts differ
+// while their totals agree are a mismatch (MPI_Iallgatherv would otherwise read and write past
+// the buffers), reported on every rank with each rank's counts.
+TEST_CASE("MPI all_gather and reduce_scatter with equal totals of unequal counts are mismatches", "[mpi]") {
+  auto comm = world();
+  if (comm.size() < 2) return;
+  std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), 2);
+  if (comm.rank() == 1) counts[0] = 3, counts[1] = 1;  // the same total as everyone else's
+  std::vector<float> in(3, 1.0f), out(2 * std::size_t(comm.size()) + 1);
+  REQUIRE_THROWS_WITH(comm.all_gather(in.data(), out.data(), counts),
+                      Catch::Contains("rank 1 (world rank 1) called all_gather(counts [3, 1") ||
+                          Catch::Contains("but rank 0 (world rank 0) called all_gather(counts [2, 2"));
+  std::vector<float> big(2 * std::size_t(comm.size()) + 1, 1.0f), mine(3);
+  REQUIRE_THROWS_AS(comm.reduce_scatter(big.data(), mine.data(), counts), CollectiveMismatch);
+  // Caught before any data moved: the communicator still works.
+  std::vector<std::size_t> equal(static_cast<std::size_t>(comm.size()), 2);
+  comm.all_gather(in.data(), out.data(), equal);
+  REQUIRE(out[0] == 1.0f);
+}

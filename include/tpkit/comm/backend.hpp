@@ -34,16 +34,13 @@
 
 #include "tpkit/config.hpp"
 #include "tpkit/core/dtype.hpp"
+#include "tpkit/core/reduce_op.hpp"
 
 #if TPKIT_HAS_CONCEPTS
 #include <concepts>
 #endif
 
 namespace tpkit {
-
-enum class ReduceOp : unsigned char { sum, max };
-
-inline const char* reduce_op_name(ReduceOp op) { return op == ReduceOp::sum ? "sum" : "max"; }
 
 #if TPKIT_HAS_CONCEPTS
 template <class B>

@@ -2,12 +2,14 @@
 // environment variables and a small TCP rendezvous at MASTER_ADDR:MASTER_PORT.
 //
 // Used to exchange what a communicator needs before it exists (the NCCL unique id, each rank's
-// host) under torchrun-style launchers, Slurm's srun, or plain scripts. Every wait has a
-// deadline, and a failure names the ranks involved: a rank that never connects is reported
-// to every rank that did. POSIX sockets (Linux, macOS).
+// host) under torchrun-style launchers, Slurm's srun, or plain scripts. Bootstrap is the small
+// interface a communicator asks for (as MSCCL++'s is); TcpRendezvous is its implementation over
+// TCP. Every wait has a deadline (connecting included), and a failure names the ranks involved:
+// a rank that never connects is reported to every rank that did. POSIX sockets (Linux, macOS).
 #pragma once
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -47,8 +49,9 @@ inline BootstrapInfo bootstrap_from_env() {
   };
   const auto integer = [](const char* name, const char* v) {
     char* end = nullptr;
-    const long x = std::strtol(v, &end, 10);
-    if (!*v || *end || x < 0 || x > (1 << 30))
+    errno = 0;
+    const long long x = std::strtoll(v, &end, 10);
+    if (!*v || *end || errno == ERANGE || x < 0 || x > (1 << 30))
       throw InvalidArgument(std::string("bootstrap: ") + name + "=\"" + v + "\" is not a valid number");
     return int(x);
   };
@@ -66,6 +69,8 @@ inline BootstrapInfo bootstrap_from_env() {
                 " but MASTER_ADDR and MASTER_PORT are not both set");
   if (addr) info.master_addr = addr;
   if (port) info.master_port = integer("MASTER_PORT", port);
+  TPKIT_REQUIRE(info.master_port >= 1 && info.master_port <= 65535, "bootstrap: MASTER_PORT (", info.master_port,
+                ") must be in [1, 65535]");
   return info;
 }
 
@@ -126,6 +131,69 @@ inline bool recv_blob(int fd, std::string& blob, Clock::time_point deadline) {
   return transfer(fd, blob.data(), blob.size(), false, deadline);
 }
 
+// A TCP socket of `family`, or CommError naming `who`.
+inline Socket open_socket(int family, const std::string& who) {
+  Socket s(::socket(family, SOCK_STREAM, 0));
+  if (s.fd < 0) throw CommError("bootstrap: " + who + " cannot open a socket: " + std::strerror(errno));
+  return s;
+}
+
+// Connects before the deadline: a non-blocking connect, then a poll for the rest of the time
+// (a blocking connect would wait for the kernel's own timeout, minutes when SYNs are dropped).
+// The socket stays non-blocking; transfer() polls before every read and write. On failure
+// returns false with the reason in `error`.
+inline bool connect_before(int fd, const sockaddr* addr, socklen_t length, Clock::time_point deadline,
+                           std::string& error) {
+  const int flags = ::fcntl(fd, F_GETFL, 0);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    error = std::string("fcntl: ") + std::strerror(errno);
+    return false;
+  }
+  if (::connect(fd, addr, length) == 0) return true;
+  if (errno != EINPROGRESS && errno != EINTR) {
+    error = std::strerror(errno);
+    return false;
+  }
+  for (;;) {
+    pollfd pfd{fd, POLLOUT, 0};
+    const int ready = ::poll(&pfd, 1, remaining_ms(deadline));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) {
+      error = std::string("poll: ") + std::strerror(errno);
+      return false;
+    }
+    if (ready == 0) {
+      error = "connection attempt timed out";
+      return false;
+    }
+    break;
+  }
+  int status = 0;
+  socklen_t size = sizeof status;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &status, &size) != 0) status = errno;
+  if (status != 0) {
+    error = std::strerror(status);
+    return false;
+  }
+  return true;
+}
+
+// The wildcard address of `family` at `port`: rank 0 listens on every interface, so peers can
+// reach it whatever its host name resolves to locally (127.0.1.1 on many Debian machines).
+inline sockaddr_storage wildcard(int family, int port, socklen_t& length) {
+  sockaddr_storage out{};
+  if (family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&out);
+    a->sin6_family = AF_INET6, a->sin6_addr = in6addr_any, a->sin6_port = htons(std::uint16_t(port));
+    length = sizeof(sockaddr_in6);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&out);
+    a->sin_family = AF_INET, a->sin_addr.s_addr = htonl(INADDR_ANY), a->sin_port = htons(std::uint16_t(port));
+    length = sizeof(sockaddr_in);
+  }
+  return out;
+}
+
 inline sockaddr_storage resolve(const std::string& host, int port, socklen_t& length) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -142,9 +210,24 @@ inline sockaddr_storage resolve(const std::string& host, int port, socklen_t& le
 }
 }  // namespace bootstrap_detail
 
-// The rendezvous: rank 0 listens, every other rank connects to it. Collective operations go
-// through rank 0 (fine for the few small messages a bootstrap exchanges).
-class TcpRendezvous {
+// What a communicator needs from a bootstrap before it exists: the job's ranks, and a few small
+// exchanges among them. Every call is collective, in the same order on every rank.
+class Bootstrap {
+ public:
+  virtual ~Bootstrap() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // Every rank's `mine`, in rank order.
+  virtual std::vector<std::string> all_gather(const std::string& mine) = 0;
+  // Rank 0's `data` on every rank.
+  virtual std::string broadcast(const std::string& data) = 0;
+  virtual void barrier() { all_gather(""); }
+};
+
+// The rendezvous: rank 0 listens on every interface, every other rank connects to
+// MASTER_ADDR. Collective operations go through rank 0 (fine for the few small messages a
+// bootstrap exchanges).
+class TcpRendezvous final : public Bootstrap {
  public:
   TcpRendezvous(const BootstrapInfo& info, std::chrono::milliseconds timeout) : info_(info), timeout_(timeout) {
     using namespace bootstrap_detail;
@@ -154,12 +237,16 @@ class TcpRendezvous {
     const std::string where = info.master_addr + ":" + std::to_string(info.master_port);
     if (info.world_size == 1) return;
     if (info.rank == 0) {
-      Socket listener(::socket(addr.ss_family, SOCK_STREAM, 0));
-      const int on = 1;
+      Socket listener = open_socket(addr.ss_family, "rank 0");
+      const int on = 1, off = 0;
       ::setsockopt(listener.fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-      if (listener.fd < 0 || ::bind(listener.fd, reinterpret_cast<const sockaddr*>(&addr), length) != 0 ||
+      if (addr.ss_family == AF_INET6) ::setsockopt(listener.fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+      socklen_t any_length = 0;
+      const sockaddr_storage any = wildcard(addr.ss_family, info.master_port, any_length);
+      if (::bind(listener.fd, reinterpret_cast<const sockaddr*>(&any), any_length) != 0 ||
           ::listen(listener.fd, 128) != 0)
-        throw CommError("bootstrap: rank 0 cannot listen on " + where + ": " + std::strerror(errno));
+        throw CommError("bootstrap: rank 0 cannot listen on port " + std::to_string(info.master_port) +
+                        " (every interface; MASTER_ADDR " + where + "): " + std::strerror(errno));
       peers_.resize(static_cast<std::size_t>(info.world_size));
       int joined = 1;
       while (joined < info.world_size) {
@@ -192,15 +279,15 @@ class TcpRendezvous {
       // Rank 0 may not be listening yet: retry until the deadline.
       std::string last_error = "no answer";
       while (true) {
-        Socket s(::socket(addr.ss_family, SOCK_STREAM, 0));
-        if (::connect(s.fd, reinterpret_cast<const sockaddr*>(&addr), length) == 0) {
+        Socket s = open_socket(addr.ss_family, "rank " + std::to_string(info.rank));
+        if (connect_before(s.fd, reinterpret_cast<const sockaddr*>(&addr), length, deadline, last_error)) {
           const std::uint32_t hello[3] = {kMagic, std::uint32_t(info.rank), std::uint32_t(info.world_size)};
           if (transfer(s.fd, const_cast<std::uint32_t*>(hello), sizeof hello, true, deadline)) {
             root_ = std::move(s);
             break;
           }
+          last_error = "rank 0 closed the connection";
         }
-        last_error = std::strerror(errno);
         if (Clock::now() >= deadline)
           throw CommError("bootstrap: rank " + std::to_string(info.rank) + " could not reach rank 0 at " + where +
                           " within " + std::to_string(timeout_.count()) + " ms (" + last_error + ")");
@@ -211,11 +298,10 @@ class TcpRendezvous {
     }
   }
 
-  int rank() const { return info_.rank; }
-  int size() const { return info_.world_size; }
+  int rank() const override { return info_.rank; }
+  int size() const override { return info_.world_size; }
 
-  // Every rank's `mine`, in rank order.
-  std::vector<std::string> all_gather(const std::string& mine) {
+  std::vector<std::string> all_gather(const std::string& mine) override {
     using namespace bootstrap_detail;
     const auto deadline = Clock::now() + timeout_;
     std::vector<std::string> all(static_cast<std::size_t>(size()));
@@ -243,8 +329,7 @@ class TcpRendezvous {
     return all;
   }
 
-  // Rank 0's `data` on every rank.
-  std::string broadcast(const std::string& data) {
+  std::string broadcast(const std::string& data) override {
     using namespace bootstrap_detail;
     const auto deadline = Clock::now() + timeout_;
     if (size() == 1) return data;
@@ -256,8 +341,6 @@ class TcpRendezvous {
     }
     return expect_ok(verdict_deadline(), "broadcast");
   }
-
-  void barrier() { all_gather(""); }
 
  private:
   // Rank 0: tells every connected rank why the bootstrap failed, then throws it.

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "tpkit/comm/backend.hpp"
+#include "tpkit/comm/call_signature.hpp"
 #include "tpkit/comm/communicator.hpp"
 #include "tpkit/comm/fault.hpp"
 #include "tpkit/core/dtype.hpp"
@@ -46,103 +47,14 @@ struct MockOptions {
 
 namespace mock_detail {
 
-enum class OpKind : unsigned char { all_reduce, all_gather, reduce_scatter, broadcast, barrier, split };
-
-inline const char* op_name(OpKind k) {
-  switch (k) {
-    case OpKind::all_reduce:
-      return "all_reduce";
-    case OpKind::all_gather:
-      return "all_gather";
-    case OpKind::reduce_scatter:
-      return "reduce_scatter";
-    case OpKind::broadcast:
-      return "broadcast";
-    case OpKind::barrier:
-      return "barrier";
-    case OpKind::split:
-      return "split";
-  }
-  return "?";
-}
-
-// One rank's arguments to one collective, with its send data copied in so the rank may return
-// as soon as every peer has arrived (one synchronisation per collective). A backend layered on
-// the mock that moves device data itself stages a token instead (MockBackend::rendezvous), and
+// One rank's call of one collective, with its send data copied in so the rank may return as
+// soon as every peer has arrived (one synchronisation per collective). A backend layered on the
+// mock that moves device data itself stages a token instead (MockBackend::rendezvous), and
 // marks the call `device_memory` so a rank passing host memory to the same call is a mismatch.
 struct Entry {
-  OpKind kind = OpKind::barrier;
-  DType dtype = DType::f32;
-  ReduceOp op = ReduceOp::sum;
-  std::size_t count = 0;
-  int root = 0;
-  int color = 0, key = 0;
-  bool device_memory = false;
-  std::vector<std::size_t> counts;
+  CallSignature call;
+  int color = 0, key = 0;  // split
   std::vector<unsigned char> staged;
-
-  static Entry all_reduce(std::size_t count, DType t, ReduceOp op) {
-    Entry e;
-    e.kind = OpKind::all_reduce, e.count = count, e.dtype = t, e.op = op;
-    return e;
-  }
-  static Entry all_gather(const std::size_t* counts, int ranks, DType t) {
-    Entry e;
-    e.kind = OpKind::all_gather, e.dtype = t;
-    e.counts.assign(counts, counts + ranks);
-    return e;
-  }
-  static Entry reduce_scatter(const std::size_t* counts, int ranks, DType t, ReduceOp op) {
-    Entry e = all_gather(counts, ranks, t);
-    e.kind = OpKind::reduce_scatter, e.op = op;
-    return e;
-  }
-  static Entry broadcast(std::size_t count, DType t, int root) {
-    Entry e;
-    e.kind = OpKind::broadcast, e.count = count, e.dtype = t, e.root = root;
-    return e;
-  }
-
-  std::string describe() const {
-    std::string s = std::string(op_name(kind)) + "(";
-    switch (kind) {
-      case OpKind::all_reduce:
-        s += "count=" + std::to_string(count) + ", dtype=" + dtype_name(dtype) + ", op=" + reduce_op_name(op);
-        break;
-      case OpKind::all_gather:
-      case OpKind::reduce_scatter: {
-        s += "counts=[";
-        for (std::size_t i = 0; i < counts.size(); ++i) s += (i ? "," : "") + std::to_string(counts[i]);
-        s += std::string("], dtype=") + dtype_name(dtype);
-        if (kind == OpKind::reduce_scatter) s += std::string(", op=") + reduce_op_name(op);
-        break;
-      }
-      case OpKind::broadcast:
-        s += "count=" + std::to_string(count) + ", dtype=" + dtype_name(dtype) + ", root=" + std::to_string(root);
-        break;
-      case OpKind::barrier:
-      case OpKind::split:
-        break;
-    }
-    return s + (device_memory ? ", device memory)" : ")");
-  }
-  bool same_call(const Entry& o) const {
-    if (kind != o.kind || device_memory != o.device_memory) return false;
-    switch (kind) {
-      case OpKind::all_reduce:
-        return dtype == o.dtype && count == o.count && op == o.op;
-      case OpKind::all_gather:
-        return dtype == o.dtype && counts == o.counts;
-      case OpKind::reduce_scatter:
-        return dtype == o.dtype && counts == o.counts && op == o.op;
-      case OpKind::broadcast:
-        return dtype == o.dtype && count == o.count && root == o.root;
-      case OpKind::barrier:
-      case OpKind::split:
-        return true;
-    }
-    return false;
-  }
 };
 
 struct Message {
@@ -329,13 +241,13 @@ class MockBackend {
   const std::string& name() const { return group_->name; }
 
   void all_reduce(const void* send, void* recv, std::size_t count, DType t, ReduceOp op) {
-    collective(mock_detail::Entry::all_reduce(count, t, op), send, count * dtype_size(t),
+    collective(CallSignature::all_reduce(count, t, op), send, count * dtype_size(t),
                [&](const std::vector<mock_detail::Entry>& all) { mock_detail::reduce(t, all, 0, count, op, recv); });
   }
 
   void all_gather(const void* send, void* recv, const std::size_t* counts, DType t) {
     const std::size_t bytes = counts[rank_] * dtype_size(t);
-    collective(mock_detail::Entry::all_gather(counts, size(), t), send, bytes,
+    collective(CallSignature::all_gather(counts, size(), t), send, bytes,
                [&](const std::vector<mock_detail::Entry>& all) {
                  auto* out = static_cast<unsigned char*>(recv);
                  for (const auto& peer : all) {
@@ -348,7 +260,7 @@ class MockBackend {
   void reduce_scatter(const void* send, void* recv, const std::size_t* counts, DType t, ReduceOp op) {
     const std::size_t total = std::accumulate(counts, counts + size(), std::size_t(0));
     const std::size_t offset = std::accumulate(counts, counts + rank_, std::size_t(0));
-    collective(mock_detail::Entry::reduce_scatter(counts, size(), t, op), send, total * dtype_size(t),
+    collective(CallSignature::reduce_scatter(counts, size(), t, op), send, total * dtype_size(t),
                [&](const std::vector<mock_detail::Entry>& all) {
                  mock_detail::reduce(t, all, offset, counts[rank_], op, recv);
                });
@@ -356,25 +268,20 @@ class MockBackend {
 
   void broadcast(void* data, std::size_t count, DType t, int root) {
     const std::size_t bytes = count * dtype_size(t);
-    collective(mock_detail::Entry::broadcast(count, t, root), data, rank_ == root ? bytes : 0,
+    collective(CallSignature::broadcast(count, t, root), data, rank_ == root ? bytes : 0,
                [&](const std::vector<mock_detail::Entry>& all) {
                  if (rank_ != root) std::memcpy(data, all[std::size_t(root)].staged.data(), bytes);
                });
   }
 
   void barrier() {
-    mock_detail::Entry e;
-    e.kind = mock_detail::OpKind::barrier;
-    collective(std::move(e), nullptr, 0, [](const std::vector<mock_detail::Entry>&) {});
+    collective(CallSignature::barrier(), nullptr, 0, [](const std::vector<mock_detail::Entry>&) {});
   }
 
   MockBackend split(int color, int key) {
-    mock_detail::Entry e;
-    e.kind = mock_detail::OpKind::split;
-    e.color = color, e.key = key;
     std::shared_ptr<mock_detail::Group> group;
     int new_rank = 0;
-    collective(std::move(e), nullptr, 0, [&](const std::vector<mock_detail::Entry>&) {
+    collective(CallSignature::split(), nullptr, 0, color, key, [&](const std::vector<mock_detail::Entry>&) {
       // Read under no lock: the slot is stable until every rank has entered its next collective.
       const auto& slot = group_->slots[(seq_ - 1) % 2];
       group = slot.split_groups[std::size_t(rank_)];
@@ -384,12 +291,12 @@ class MockBackend {
   }
 
   // For a backend layered on this one that moves the data itself (the one-GPU mock,
-  // tpkit/cuda/device_mock.cuh): enters the collective `call` describes, with its mismatch
+  // tpkit/gpu/device_mock.cuh): enters the collective `call` describes, with its mismatch
   // checks, timeouts and fault injection, but exchanges `token` (bytes standing for this rank's
   // data, such as device addresses) instead of the data. Once every rank has arrived,
   // with_tokens gets each rank's entry in rank order; entry.staged holds that rank's token.
   template <class F>
-  void rendezvous(mock_detail::Entry call, const void* token, std::size_t token_bytes, F&& with_tokens) {
+  void rendezvous(CallSignature call, const void* token, std::size_t token_bytes, F&& with_tokens) {
     call.device_memory = true;
     collective(std::move(call), token, token_bytes, std::forward<F>(with_tokens));
   }
@@ -446,7 +353,7 @@ class MockBackend {
 
   // Caller holds the group lock.
   bool unusable() const { return world().aborted || !group_->poisoned.empty(); }
-  mock_detail::Entry& slot_entry() const { return group_->slots[seq_ % 2].entries[std::size_t(rank_)]; }
+  const CallSignature& slot_call() const { return group_->slots[seq_ % 2].entries[std::size_t(rank_)].call; }
   void throw_if_unusable(const char* what) const {
     if (world().aborted)
       throw RankAborted(prefix() + what + " on " + group_->rank_label(rank_) + " abandoned because " +
@@ -460,11 +367,15 @@ class MockBackend {
   // rank that could still read it (collective n - 2) has since entered collective n - 1, which
   // cannot complete before this rank's own arrival there, so nobody reads a slot being reset.
   template <class Finish>
-  void collective(mock_detail::Entry mine, const void* send, std::size_t send_bytes, Finish&& finish) {
+  void collective(CallSignature mine, const void* send, std::size_t send_bytes, Finish&& finish) {
+    collective(std::move(mine), send, send_bytes, 0, 0, std::forward<Finish>(finish));
+  }
+  template <class Finish>
+  void collective(CallSignature mine, const void* send, std::size_t send_bytes, int color, int key, Finish&& finish) {
     using mock_detail::Group;
-    world().before_operation(world_rank(), mock_detail::op_name(mine.kind));
+    world().before_operation(world_rank(), collective_name(mine.kind));
     // Described only on the error paths: no allocation per collective.
-    const auto what = [&] { return slot_entry().describe() + " #" + std::to_string(seq_); };
+    const auto what = [&] { return slot_call().describe() + " #" + std::to_string(seq_); };
     auto deadline = std::chrono::steady_clock::now() + world().options.timeout;
     std::unique_lock<std::mutex> lock(group_->mutex);
     if (unusable()) throw_if_unusable((mine.describe() + " #" + std::to_string(seq_)).c_str());
@@ -475,8 +386,9 @@ class MockBackend {
       slot.mismatch.clear();
     }
     mock_detail::Entry& entry = slot.entries[std::size_t(rank_)];
+    entry.call = std::move(mine);
+    entry.color = color, entry.key = key;
     std::vector<unsigned char> staged = std::move(entry.staged);  // keep its capacity
-    entry = std::move(mine);
     const auto* bytes = static_cast<const unsigned char*>(send);
     staged.assign(bytes, bytes + send_bytes);
     entry.staged = std::move(staged);
@@ -531,14 +443,14 @@ class MockBackend {
   void complete(mock_detail::Group::Slot& slot) {
     const auto& entries = slot.entries;
     for (std::size_t r = 1; r < entries.size(); ++r) {
-      if (!entries[r].same_call(entries[0])) {
+      if (!entries[r].call.same_call(entries[0].call)) {
         slot.mismatch = "collective mismatch at operation #" + std::to_string(seq_) + ": ";
         for (std::size_t q = 0; q < entries.size(); ++q)
-          slot.mismatch += (q ? ", " : "") + group_->rank_label(int(q)) + " called " + entries[q].describe();
+          slot.mismatch += (q ? ", " : "") + group_->rank_label(int(q)) + " called " + entries[q].call.describe();
         return;
       }
     }
-    if (entries[0].kind != mock_detail::OpKind::split) return;
+    if (entries[0].call.kind != CollectiveKind::split) return;
     std::map<int, std::vector<int>> members;  // color -> ranks of this group, sorted by (key, rank)
     for (int r = 0; r < group_->size(); ++r) members[entries[std::size_t(r)].color].push_back(r);
     slot.split_groups.assign(entries.size(), nullptr);

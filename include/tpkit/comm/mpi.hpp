@@ -1,13 +1,15 @@
 // tpkit/comm/mpi.hpp: MpiBackend, a Communicator backend over MPI for multi-process CPU runs
-// (and the usual launcher: mpirun, srun). Needs <mpi.h>: link MPI::MPI_CXX (find_package(MPI)).
-// Not included by tpkit.hpp, so that tpkit itself never depends on MPI.
+// (and the usual launcher: mpirun, srun). Not included by tpkit.hpp, so that tpkit itself never
+// depends on MPI.
+// Needs: MPI (link tpkit::mpi, or MPI::MPI_CXX).
 //
 // Never hangs silently: every operation is posted non-blocking and polled against a deadline.
 // A rank that times out tells every world rank what it waits for, listens for one more timeout
 // for their reports, and throws CollectiveTimeout naming the world ranks that stayed silent
 // (stalled, crashed, or never entered a tpkit operation). With verify_calls (the default) each
-// collective first exchanges its signature, so ranks that call different collectives, counts,
-// dtypes or roots get CollectiveMismatch naming them instead of undefined behaviour.
+// collective first exchanges its CallSignature (tpkit/comm/call_signature.hpp), so ranks that
+// call different collectives, counts (per rank, for all_gather and reduce_scatter), dtypes or
+// roots get CollectiveMismatch naming them instead of undefined behaviour.
 #pragma once
 
 #include <mpi.h>
@@ -26,6 +28,7 @@
 #include <vector>
 
 #include "tpkit/comm/backend.hpp"
+#include "tpkit/comm/call_signature.hpp"
 #include "tpkit/comm/communicator.hpp"
 #include "tpkit/comm/fault.hpp"
 #include "tpkit/core/dtype.hpp"
@@ -162,7 +165,7 @@ class MpiBackend {
   int world_rank_of(int r) const { return world_ranks_[std::size_t(r)]; }
 
   void all_reduce(const void* send, void* recv, std::size_t count, DType t, ReduceOp op) {
-    begin("all_reduce", Signature{1, count, t, -1, int(op)});
+    begin(CallSignature::all_reduce(count, t, op));
     MPI_Request request;
     mpi_detail::check(MPI_Iallreduce(send == recv ? MPI_IN_PLACE : send, recv, to_int(count), type_of(t), op_of(t, op),
                                      comm_->comm, &request),
@@ -173,7 +176,7 @@ class MpiBackend {
   void all_gather(const void* send, void* recv, const std::size_t* counts, DType t) {
     std::vector<int> counts_int, displs;
     std::size_t total = layout(counts, counts_int, displs);
-    begin("all_gather", Signature{2, total, t, -1, 0});
+    begin(CallSignature::all_gather(counts, size(), t));
     MPI_Request request;
     mpi_detail::check(MPI_Iallgatherv(send, counts_int[std::size_t(rank_)], type_of(t), recv, counts_int.data(),
                                       displs.data(), type_of(t), comm_->comm, &request),
@@ -184,7 +187,7 @@ class MpiBackend {
   void reduce_scatter(const void* send, void* recv, const std::size_t* counts, DType t, ReduceOp op) {
     std::vector<int> counts_int, displs;
     const std::size_t total = layout(counts, counts_int, displs);
-    begin("reduce_scatter", Signature{3, total, t, -1, int(op)});
+    begin(CallSignature::reduce_scatter(counts, size(), t, op));
     MPI_Request request;
     mpi_detail::check(
         MPI_Ireduce_scatter(send, recv, counts_int.data(), type_of(t), op_of(t, op), comm_->comm, &request),
@@ -193,14 +196,14 @@ class MpiBackend {
   }
 
   void broadcast(void* data, std::size_t count, DType t, int root) {
-    begin("broadcast", Signature{4, count, t, root, 0});
+    begin(CallSignature::broadcast(count, t, root));
     MPI_Request request;
     mpi_detail::check(MPI_Ibcast(data, to_int(count), type_of(t), root, comm_->comm, &request), "MPI_Ibcast");
     wait(request, [&] { return describe("broadcast", count, t) + " from rank " + std::to_string(root); });
   }
 
   void barrier() {
-    begin("barrier", Signature{5, 0, DType::u8, -1, 0});
+    begin(CallSignature::barrier());
     MPI_Request request;
     mpi_detail::check(MPI_Ibarrier(comm_->comm, &request), "MPI_Ibarrier");
     wait(request, [] { return std::string("barrier"); });
@@ -249,13 +252,6 @@ class MpiBackend {
   }
 
  private:
-  struct Signature {
-    std::int64_t op;
-    std::size_t count;
-    DType dtype;
-    int root, reduce;
-  };
-
   MpiBackend(std::shared_ptr<mpi_detail::Shared> shared, std::shared_ptr<mpi_detail::Comm> comm, std::string name,
              std::vector<int> world_ranks)
       : shared_(std::move(shared)),
@@ -316,29 +312,27 @@ class MpiBackend {
   }
 
   // Counts the operation and, with verify_calls, checks that every rank called the same one.
-  void begin(const char* what, Signature mine) {
+  void begin(const CallSignature& mine) {
+    const char* what = collective_name(mine.kind);
     before_operation(what);
     ++collectives_;
     if (!shared_->options.verify_calls || size() == 1) return;
-    const std::int64_t sig[5] = {mine.op, std::int64_t(mine.count), std::int64_t(mine.dtype), mine.root, mine.reduce};
-    std::vector<std::int64_t> all(std::size_t(5 * size()));
+    const std::size_t words = CallSignature::words(size());
+    signature_.resize(words * std::size_t(size() + 1));
+    std::int64_t* sent = signature_.data() + words * std::size_t(size());  // after the gathered ones
+    mine.encode(sent, size());
     MPI_Request request;
-    mpi_detail::check(MPI_Iallgather(sig, 5, MPI_INT64_T, all.data(), 5, MPI_INT64_T, comm_->comm, &request),
+    mpi_detail::check(MPI_Iallgather(sent, int(words), MPI_INT64_T, signature_.data(), int(words), MPI_INT64_T,
+                                     comm_->comm, &request),
                       "MPI_Iallgather");
     wait(request, [&] { return std::string(what) + " #" + std::to_string(collectives_); });
-    static const char* const names[] = {"?", "all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier"};
     std::string differ;
     for (int r = 0; r < size(); ++r) {
-      const std::int64_t* s = all.data() + 5 * r;
-      if (std::equal(s, s + 5, sig)) continue;
-      const DType dt = DType(s[2]);
-      differ += (differ.empty() ? "" : "; ") + label(r) + " called " + names[s[0] >= 1 && s[0] <= 5 ? s[0] : 0] +
-                "(count " + std::to_string(s[1]) + ", " + dtype_name(dt) +
-                (s[3] >= 0 ? ", root " + std::to_string(s[3]) : "") + ")";
+      const CallSignature theirs = CallSignature::decode(signature_.data() + words * std::size_t(r), size());
+      if (theirs.same_call(mine)) continue;
+      differ += (differ.empty() ? "" : "; ") + label(r) + " called " + theirs.brief();
     }
-    if (!differ.empty())
-      throw CollectiveMismatch(prefix() + "called " + describe(what, mine.count, mine.dtype) +
-                               (mine.root >= 0 ? " from rank " + std::to_string(mine.root) : "") + " but " + differ);
+    if (!differ.empty()) throw CollectiveMismatch(prefix() + "called " + mine.brief() + " but " + differ);
   }
 
   // Polls `request` until it completes or the timeout passes; then diagnoses and throws.
@@ -409,6 +403,7 @@ class MpiBackend {
   std::vector<int> world_ranks_;
   int rank_ = 0;
   std::uint64_t collectives_ = 0;
+  std::vector<std::int64_t> signature_;  // every rank's signature words, then this rank's
 };
 
 }  // namespace tpkit

@@ -1,5 +1,6 @@
 // tpkit/comm/nccl.hpp: NcclBackend, a Communicator backend over NCCL for device buffers.
-// Needs <cuda_runtime.h> and <nccl.h> (link CUDA::cudart and nccl). Not included by tpkit.hpp.
+// Not included by tpkit.hpp.
+// Needs: CUDA, NCCL (link tpkit::nccl).
 //
 // Every operation is enqueued on the backend's CUDA stream and returns at once, so a decode
 // step can be captured in a CUDA graph. A world of size 1 makes no NCCL call at all (copies
@@ -135,8 +136,8 @@ class NcclBackend {
  public:
   static constexpr bool kStreamOrdered = true;  // device buffers: enqueued on stream(), no wait
 
-  // A unique id for a new world: created by rank 0 and given to every rank (through MPI, or
-  // TcpRendezvous::broadcast).
+  // A unique id for a new world: created by rank 0 and given to every rank (through MPI, or a
+  // Bootstrap's broadcast).
   static ncclUniqueId unique_id() {
     ncclUniqueId id;
     check(ncclGetUniqueId(&id), "ncclGetUniqueId");
@@ -159,22 +160,29 @@ class NcclBackend {
     return NcclBackend(std::move(comm), rank, size, stream, options, "world");
   }
 
+  // The world over a bootstrap: rank 0's unique id reaches every rank through it. Collective
+  // over the bootstrap's ranks; this process uses the current CUDA device.
+  static NcclBackend create(Bootstrap& bootstrap, cudaStream_t stream, NcclOptions options = {}) {
+    std::string id_bytes(sizeof(ncclUniqueId), '\0');
+    if (bootstrap.rank() == 0) {
+      const ncclUniqueId id = unique_id();
+      std::memcpy(id_bytes.data(), &id, sizeof id);
+    }
+    id_bytes = bootstrap.broadcast(id_bytes);
+    TPKIT_REQUIRE(id_bytes.size() == sizeof(ncclUniqueId), "NCCL: the bootstrap delivered ", id_bytes.size(),
+                  " bytes for a unique id of ", sizeof(ncclUniqueId));
+    ncclUniqueId id;
+    std::memcpy(&id, id_bytes.data(), sizeof id);
+    return create(id, bootstrap.rank(), bootstrap.size(), stream, options);
+  }
+
   // The world from torchrun-style variables (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE,
-  // LOCAL_RANK) or Slurm's: rank 0's unique id travels through the TCP rendezvous, and each
-  // process takes the GPU LOCAL_RANK.
+  // LOCAL_RANK) or Slurm's, over a TcpRendezvous; each process takes the GPU LOCAL_RANK.
   static NcclBackend create_from_env(cudaStream_t stream, NcclOptions options = {}) {
     const BootstrapInfo info = bootstrap_from_env();
     nccl_detail::check_cuda(cudaSetDevice(info.local_rank), "cudaSetDevice(LOCAL_RANK)");
     TcpRendezvous rendezvous(info, options.timeout);
-    std::string id_bytes(sizeof(ncclUniqueId), '\0');
-    if (info.rank == 0) {
-      const ncclUniqueId id = unique_id();
-      std::memcpy(id_bytes.data(), &id, sizeof id);
-    }
-    id_bytes = rendezvous.broadcast(id_bytes);
-    ncclUniqueId id;
-    std::memcpy(&id, id_bytes.data(), sizeof id);
-    return create(id, info.rank, info.world_size, stream, options);
+    return create(rendezvous, stream, options);
   }
 
   int rank() const { return rank_; }
@@ -359,12 +367,7 @@ class NcclBackend {
 
   // Both buffers must be in the same kind of memory (null: the one that is not used).
   static bool in_host_memory(const void* send, const void* recv, const char* what) {
-    const bool send_host = send && !is_device_memory(send),
-               recv_host = recv == send ? send_host : recv && !is_device_memory(recv);
-    if (send && recv && send_host != recv_host)
-      throw InvalidArgument(std::string("NcclBackend::") + what +
-                            ": one buffer is in device memory and the other in host memory");
-    return send_host || recv_host;
+    return !buffers_on_device(send, recv, "NcclBackend", what);
   }
 
   // Runs op(device send, device recv) on copies of host buffers and waits for the result.

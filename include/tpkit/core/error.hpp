@@ -8,9 +8,11 @@
 // Messages carry the file and line of the check and the offending values.
 #pragma once
 
+#include <exception>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "tpkit/config.hpp"
@@ -74,6 +76,39 @@ template <class E, class... Args>
 }
 
 }  // namespace detail
+
+// The message of `e` for someone running a program rather than debugging tpkit: the source
+// locations TPKIT_REQUIRE and TPKIT_THROW put in front of a message ("path/file.hpp:123: ") are
+// removed, wherever they appear (an error that wraps another keeps the inner one's text).
+inline std::string user_message(const std::exception& e) {
+  const std::string_view what = e.what();
+  std::string out;
+  out.reserve(what.size());
+  std::size_t at = 0;
+  while (at < what.size()) {
+    // A location starts a word: a file name with a source extension, ':', digits, ": ".
+    const bool word_start = at == 0 || what[at - 1] == ' ' || what[at - 1] == '(';
+    std::size_t colon = word_start ? what.find(':', at) : std::string_view::npos;
+    if (colon != std::string_view::npos) {
+      const std::string_view file = what.substr(at, colon - at);
+      const auto ends_with = [&](std::string_view suffix) {
+        return file.size() > suffix.size() && file.substr(file.size() - suffix.size()) == suffix;
+      };
+      std::size_t digits = colon + 1;
+      while (digits < what.size() && what[digits] >= '0' && what[digits] <= '9') ++digits;
+      const bool source = file.find(' ') == std::string_view::npos &&
+                          (ends_with(".hpp") || ends_with(".cuh") || ends_with(".h") || ends_with(".cpp") ||
+                           ends_with(".cu"));
+      if (source && digits > colon + 1 && what.substr(digits, 2) == ": ") {
+        at = digits + 2;
+        continue;
+      }
+    }
+    out += what[at++];
+  }
+  return out;
+}
+
 }  // namespace tpkit
 
 // TPKIT_REQUIRE(cond, message parts...): throw tpkit::InvalidArgument when a caller-supplied

@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "tpkit/config.hpp"
+#include "tpkit/core/checked_math.hpp"
 #include "tpkit/core/dtype.hpp"
 #include "tpkit/core/error.hpp"
 
@@ -44,7 +45,7 @@ class Layout {
     std::int64_t stride = 1;
     for (int i = rank_ - 1; i >= 0; --i) {
       strides_[i] = stride;
-      stride *= shape_[i];
+      stride = checked_mul(stride, shape_[i], "tensor element count");
     }
   }
   Layout(std::initializer_list<std::int64_t> shape, std::initializer_list<std::int64_t> strides) : Layout(shape) {
@@ -58,7 +59,7 @@ class Layout {
   std::int64_t stride(int dim) const { return strides_[check_dim(dim)]; }
   std::int64_t numel() const {
     std::int64_t n = 1;
-    for (int i = 0; i < rank_; ++i) n *= shape_[i];
+    for (int i = 0; i < rank_; ++i) n = checked_mul(n, shape_[i], "tensor element count");
     return n;
   }
   bool is_contiguous() const {
@@ -206,7 +207,9 @@ class HostBuffer {
 
   HostBuffer() = default;
   explicit HostBuffer(std::size_t count) : count_(count) {
-    if (count) data_.reset(static_cast<T*>(::operator new[](count * sizeof(T), std::align_val_t(kAlignment))));
+    if (count)
+      data_.reset(static_cast<T*>(
+          ::operator new[](checked_bytes(count, sizeof(T), "HostBuffer size"), std::align_val_t(kAlignment))));
   }
   HostBuffer(std::size_t count, T fill) : HostBuffer(count) { std::fill(begin(), end(), fill); }
 

@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "tpkit/engine/sampling.hpp"
+#include "tpkit/engine/request.hpp"
 #include "tpkit/kv/paged_kv_cache.hpp"
 
 namespace tpkit {

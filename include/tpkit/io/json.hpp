@@ -1,10 +1,13 @@
 // tpkit/io/json.hpp: a small, strict JSON reader for checkpoint metadata (config.json,
 // safetensors headers, sharded-checkpoint indexes). Malformed input throws FormatError with the
-// byte offset; nesting is limited so hostile input cannot exhaust the stack.
+// byte offset; nesting is limited so hostile input cannot exhaust the stack. Numbers are read
+// with std::from_chars, so a program running under any locale (a comma-decimal LC_NUMERIC
+// included) reads "0.02" as 0.02; integers are range-checked before they are converted.
 #pragma once
 
+#include <charconv>
+#include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,13 +42,18 @@ class Json {
     expect(Type::number, "a number");
     return number_;
   }
-  // An integer-valued number within [lo, hi].
+  // An integer-valued number within [lo, hi] (checked before it is converted: a number outside
+  // the int64 range, or not an integer, is a FormatError, never undefined behaviour).
   std::int64_t integer(std::int64_t lo = INT64_MIN / 2, std::int64_t hi = INT64_MAX / 2) const {
     const double v = number();
-    if (v != double(std::int64_t(v)) || v < double(lo) || v > double(hi))
+    if (!(v >= double(lo) && v <= double(hi)) || v != std::floor(v))
       throw FormatError("expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
-                        std::to_string(v));
-    return std::int64_t(v);
+                        number_text(v));
+    const std::int64_t i = std::int64_t(v);
+    if (i < lo || i > hi)  // double(hi) rounded up to a value just above hi
+      throw FormatError("expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+                        number_text(v));
+    return i;
   }
   bool boolean() const {
     expect(Type::boolean, "a boolean");
@@ -77,6 +85,12 @@ class Json {
   }
 
  private:
+  // A number for a message, locale-independent.
+  static std::string number_text(double v) {
+    char buffer[64];
+    const auto r = std::to_chars(buffer, buffer + sizeof buffer, v);
+    return std::string(buffer, r.ptr);
+  }
   void expect(Type t, const char* what) const {
     if (type_ != t) throw FormatError(std::string("expected ") + what + " in JSON");
   }
@@ -168,12 +182,14 @@ class Json {
       while ((peek() >= '0' && peek() <= '9') || peek() == '.' || peek() == 'e' || peek() == 'E' || peek() == '+' ||
              peek() == '-')
         ++at;
-      const std::string digits(text.substr(start, at - start));
-      char* end = nullptr;
+      const char* first = text.data() + start;
+      const char* last = text.data() + at;
       Json v;
       v.type_ = Type::number;
-      v.number_ = std::strtod(digits.c_str(), &end);
-      if (end != digits.c_str() + digits.size()) fail("malformed number");
+      // from_chars takes no leading '+' and, unlike strtod, no locale.
+      const auto [end, error] = std::from_chars(first, last, v.number_, std::chars_format::general);
+      if (error == std::errc::result_out_of_range) fail("number out of range");
+      if (error != std::errc() || end != last) fail("malformed number");
       return v;
     }
     unsigned hex4() {

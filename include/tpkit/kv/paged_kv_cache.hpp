@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "tpkit/core/checked_math.hpp"
 #include "tpkit/core/error.hpp"
 #include "tpkit/core/tensor.hpp"
 
@@ -57,7 +58,11 @@ class PagedKVCache {
  public:
   explicit PagedKVCache(KVCacheShape shape) : shape_(shape) {
     TPKIT_REQUIRE(shape.block_size >= 1, "block_size must be positive (got ", shape.block_size, ")");
-    const std::size_t per_layer = std::size_t(shape.num_blocks * shape.block_size * shape.slot_elements());
+    TPKIT_REQUIRE(shape.num_layers >= 0 && shape.num_blocks >= 0 && shape.kv_heads >= 0 && shape.head_dim >= 0,
+                  "a KV cache shape cannot be negative (layers ", shape.num_layers, ", blocks ", shape.num_blocks,
+                  ", KV heads ", shape.kv_heads, ", head_dim ", shape.head_dim, ")");
+    const std::size_t per_layer = std::size_t(checked_mul(checked_mul(shape.num_blocks, shape.block_size, "KV cache size"),
+                                                          shape.slot_elements(), "KV cache size"));
     for (std::int64_t l = 0; l < shape.num_layers; ++l) {
       keys_.emplace_back(per_layer);
       values_.emplace_back(per_layer);

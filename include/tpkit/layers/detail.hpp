@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "tpkit/comm/communicator.hpp"
+#include "tpkit/core/checked_math.hpp"
 #include "tpkit/core/error.hpp"
 #include "tpkit/core/tensor.hpp"
 #include "tpkit/parallel/shard.hpp"
@@ -64,29 +65,32 @@ struct Slice {
 };
 
 // The local [rows, cols] weight matrix (and bias) of one rank, stacked from slices of full
-// tensors: a QKV layer stacks its q, k and v rows; a gate/up layer its gate and up rows.
+// tensors: a QKV layer stacks its q, k and v rows; a gate/up layer its gate and up rows. It
+// keeps the Ops handle the layer runs on.
 template <class T, class Ops>
 class LocalWeight {
  public:
   LocalWeight() = default;
-  LocalWeight(const std::vector<Slice>& weight_slices, const std::vector<Slice>& bias_slices) {
+  LocalWeight(const Ops& ops, const std::vector<Slice>& weight_slices, const std::vector<Slice>& bias_slices)
+      : ops_(ops) {
     cols_ = weight_slices.empty() ? 0 : weight_slices.front().cols.size();
     for (const Slice& s : weight_slices) rows_ += s.rows.size();
-    weight_ = typename Ops::template Buffer<T>(std::size_t(rows_ * cols_));
+    weight_ = typename Ops::template Buffer<T>(std::size_t(checked_mul(rows_, cols_, "local weight size")));
     std::int64_t at = 0;
     for (const Slice& s : weight_slices) {
-      Ops::load_block(s.source, s.rows, s.cols, weight_.data() + at * cols_, cols_);
+      ops_.load_block(s.source, s.rows, s.cols, weight_.data() + at * cols_, cols_);
       at += s.rows.size();
     }
     if (bias_slices.empty()) return;
     bias_ = typename Ops::template Buffer<T>(std::size_t(rows_));
     at = 0;
     for (const Slice& s : bias_slices) {
-      Ops::load_block(s.source, s.rows, Range{0, 1}, bias_.data() + at, 1);
+      ops_.load_block(s.source, s.rows, Range{0, 1}, bias_.data() + at, 1);
       at += s.rows.size();
     }
   }
 
+  const Ops& ops() const { return ops_; }
   std::int64_t rows() const { return rows_; }
   std::int64_t cols() const { return cols_; }
   const T* weight() const { return weight_.data(); }
@@ -96,10 +100,11 @@ class LocalWeight {
   // y = x . W^T (+ bias when with_bias), x [batch, cols] (with column offset), y [batch, rows].
   template <class Out>
   void apply(const T* x, std::int64_t ldx, std::int64_t batch, Out* y, std::int64_t ldy, bool with_bias) const {
-    Ops::linear(x, ldx, batch, weight(), cols_, rows_, cols_, with_bias ? bias() : nullptr, y, ldy);
+    ops_.linear(x, ldx, batch, weight(), cols_, rows_, cols_, with_bias ? bias() : nullptr, y, ldy);
   }
 
  private:
+  Ops ops_;
   typename Ops::template Buffer<T> weight_;
   typename Ops::template Buffer<T> bias_;
   std::int64_t rows_ = 0, cols_ = 0;

@@ -24,14 +24,18 @@ template <class T, class Ops = HostOps>
 class VocabParallelEmbedding {
  public:
   // table: [vocab_size, hidden]. alignment: rows per rank are padded to a multiple of this.
-  VocabParallelEmbedding(const RawTensorView& table, ShardSpec shard, std::int64_t alignment = 16) : shard_(shard) {
+  VocabParallelEmbedding(const RawTensorView& table, ShardSpec shard, std::int64_t alignment = 16)
+      : VocabParallelEmbedding(Ops(), table, shard, alignment) {}
+  VocabParallelEmbedding(const Ops& ops, const RawTensorView& table, ShardSpec shard, std::int64_t alignment = 16)
+      : ops_(ops), shard_(shard) {
     layer_detail::check_full_weight(table, "embedding table", -1, -1);
     hidden_ = table.size(1);
     partition_ = partition_vocab(table.size(0), shard, alignment);
     const std::int64_t real = partition_.local_real_rows();
-    auto local = std::make_shared<typename Ops::template Buffer<T>>(std::size_t(partition_.rows_per_rank * hidden_));
-    Ops::load_block(table, partition_.ids, {0, hidden_}, local->data(), hidden_);
-    Ops::fill_zero(local->data() + real * hidden_, std::size_t((partition_.rows_per_rank - real) * hidden_));
+    auto local = std::make_shared<typename Ops::template Buffer<T>>(
+        std::size_t(checked_mul(partition_.rows_per_rank, hidden_, "embedding shard size")));
+    ops_.load_block(table, partition_.ids, {0, hidden_}, local->data(), hidden_);
+    ops_.fill_zero(local->data() + real * hidden_, std::size_t((partition_.rows_per_rank - real) * hidden_));
     table_ = std::move(local);
   }
 
@@ -39,6 +43,7 @@ class VocabParallelEmbedding {
   std::int64_t vocab_size() const { return partition_.vocab_size; }
   std::int64_t hidden_size() const { return hidden_; }
   ShardSpec shard() const { return shard_; }
+  const Ops& ops() const { return ops_; }
   // This rank's [rows_per_rank, hidden] rows, padding included (shared with a tied LM head).
   const std::shared_ptr<const typename Ops::template Buffer<T>>& local_table() const { return table_; }
 
@@ -53,12 +58,13 @@ class VocabParallelEmbedding {
     for (std::int64_t i = 0; i < count; ++i)
       TPKIT_REQUIRE(ids[i] >= 0 && ids[i] < partition_.vocab_size, "token id ", ids[i], " at position ", i,
                     " is outside the vocabulary [0, ", partition_.vocab_size, ")");
-    Ops::gather_rows(table_->data(), partition_.ids.begin, partition_.ids.size(), hidden_, ids, count, y.data(),
+    ops_.gather_rows(table_->data(), partition_.ids.begin, partition_.ids.size(), hidden_, ids, count, y.data(),
                      y.stride(0));
     if (shard_.size > 1) comm.all_reduce(y.data(), std::size_t(count * hidden_));
   }
 
  private:
+  Ops ops_;
   ShardSpec shard_;
   std::int64_t hidden_ = 0;
   VocabPartition partition_;
@@ -72,9 +78,11 @@ class ParallelLMHead {
  public:
   // An untied head: weight [vocab_size, hidden].
   ParallelLMHead(const RawTensorView& weight, ShardSpec shard, std::int64_t alignment = 16)
-      : ParallelLMHead(VocabParallelEmbedding<T, Ops>(weight, shard, alignment)) {}
+      : ParallelLMHead(Ops(), weight, shard, alignment) {}
+  ParallelLMHead(const Ops& ops, const RawTensorView& weight, ShardSpec shard, std::int64_t alignment = 16)
+      : ParallelLMHead(VocabParallelEmbedding<T, Ops>(ops, weight, shard, alignment)) {}
 
-  // A head tied to an embedding: shares its local rows, no copy.
+  // A head tied to an embedding: shares its local rows (and its Ops), no copy.
   static ParallelLMHead tied_to(const VocabParallelEmbedding<T, Ops>& embedding) { return ParallelLMHead(embedding); }
 
   const VocabPartition& partition() const { return partition_; }
@@ -112,7 +120,7 @@ class ParallelLMHead {
     std::int64_t block = 0, col = 0;
     for (std::int64_t n : rows_per_rank_) {
       for (std::int64_t b = 0; b < batch; ++b)
-        Ops::copy(gathered_.data() + block + b * n, logits.row(b) + col, std::size_t(n));
+        ops_.copy(gathered_.data() + block + b * n, logits.row(b) + col, std::size_t(n));
       block += batch * n;
       col += n;
     }
@@ -129,7 +137,7 @@ class ParallelLMHead {
     compute_local(hidden, local_.data(), local);
     best_value_.resize(std::size_t(batch));
     best_index_.resize(std::size_t(batch));
-    Ops::row_argmax(local_.data(), local, batch, local, best_value_.data(), best_index_.data());
+    ops_.row_argmax(local_.data(), local, batch, local, best_value_.data(), best_index_.data());
     // One (value, global id) record per row, exchanged as bytes in a single all-gather.
     candidates_.resize(std::size_t(batch));
     for (std::int64_t b = 0; b < batch; ++b) {
@@ -157,17 +165,19 @@ class ParallelLMHead {
   };
 
   explicit ParallelLMHead(const VocabParallelEmbedding<T, Ops>& e)
-      : shard_(e.shard()),
+      : ops_(e.ops()),
+        shard_(e.shard()),
         hidden_(e.hidden_size()),
         partition_(e.partition()),
         rows_per_rank_(vocab_rows_per_rank(partition_, shard_.size)),
         table_(e.local_table()) {}
 
   void compute_local(TensorView<const T> hidden, float* out, std::int64_t ld) const {
-    Ops::linear(hidden.data(), hidden.stride(0), hidden.size(0), table_->data(), hidden_, partition_.local_real_rows(),
+    ops_.linear(hidden.data(), hidden.stride(0), hidden.size(0), table_->data(), hidden_, partition_.local_real_rows(),
                 hidden_, static_cast<const T*>(nullptr), out, ld);
   }
 
+  Ops ops_;
   ShardSpec shard_;
   std::int64_t hidden_ = 0;
   VocabPartition partition_;

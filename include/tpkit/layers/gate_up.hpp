@@ -19,6 +19,9 @@ class MergedGateUpLinear {
  public:
   // gate, up: [intermediate, hidden]. granule: split the intermediate dimension at multiples.
   MergedGateUpLinear(const RawTensorView& gate, const RawTensorView& up, ShardSpec shard, std::int64_t granule = 1)
+      : MergedGateUpLinear(Ops(), gate, up, shard, granule) {}
+  MergedGateUpLinear(const Ops& ops, const RawTensorView& gate, const RawTensorView& up, ShardSpec shard,
+                     std::int64_t granule = 1)
       : shard_(shard) {
     layer_detail::check_full_weight(gate, "gate weight", -1, -1);
     intermediate_ = gate.size(0);
@@ -26,7 +29,7 @@ class MergedGateUpLinear {
     layer_detail::check_full_weight(up, "up weight", intermediate_, hidden_);
     range_ = split_dimension(intermediate_, shard, granule, "intermediate_size");
     const Range all{0, hidden_};
-    local_ = layer_detail::LocalWeight<T, Ops>({{gate, range_, all}, {up, range_, all}}, {});
+    local_ = layer_detail::LocalWeight<T, Ops>(ops, {{gate, range_, all}, {up, range_, all}}, {});
   }
 
   std::int64_t hidden_size() const { return hidden_; }

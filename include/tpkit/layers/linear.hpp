@@ -2,7 +2,9 @@
 //
 // Weights follow the PyTorch layout [out_features, in_features]; y = x . W^T + b. Every layer
 // is built from the FULL weight and its (rank, tp_size); which rows or columns it keeps comes
-// from tpkit/parallel/shard.hpp. forward() takes the tensor-parallel group's communicator.
+// from tpkit/parallel/shard.hpp. forward() takes the tensor-parallel group's communicator. A
+// layer runs on the Ops handle it was built with (the first constructor argument; omitted, a
+// default-constructed one: HostOps on the calling thread).
 #pragma once
 
 #include <cstdint>
@@ -27,6 +29,9 @@ class ColumnParallelLinear {
   // weight: [out_features, in_features]; bias: [out_features] or an empty view.
   ColumnParallelLinear(const RawTensorView& weight, const RawTensorView& bias, ShardSpec shard,
                        ColumnParallelOptions options = {})
+      : ColumnParallelLinear(Ops(), weight, bias, shard, options) {}
+  ColumnParallelLinear(const Ops& ops, const RawTensorView& weight, const RawTensorView& bias, ShardSpec shard,
+                       ColumnParallelOptions options = {})
       : shard_(shard), options_(options) {
     layer_detail::check_full_weight(weight, "ColumnParallelLinear weight", -1, -1);
     in_features_ = weight.size(1);
@@ -36,7 +41,7 @@ class ColumnParallelLinear {
     const Range all_in{0, in_features_};
     std::vector<layer_detail::Slice> bias_slices;
     if (!bias.empty()) bias_slices.push_back({bias, out_range_, {0, 1}});
-    local_ = layer_detail::LocalWeight<T, Ops>({{weight, out_range_, all_in}}, bias_slices);
+    local_ = layer_detail::LocalWeight<T, Ops>(ops, {{weight, out_range_, all_in}}, bias_slices);
     if (options.gather_output) {
       for (std::int64_t n : split_sizes(out_features_, shard.size, options.granule, "out_features"))
         gather_sizes_.push_back(std::size_t(n));
@@ -73,7 +78,7 @@ class ColumnParallelLinear {
     std::int64_t block = 0, col = 0;
     for (std::size_t n : gather_sizes_) {
       for (std::int64_t b = 0; b < batch; ++b)
-        Ops::copy(gathered_.data() + block + b * std::int64_t(n), y.row(b) + col, n);
+        local_.ops().copy(gathered_.data() + block + b * std::int64_t(n), y.row(b) + col, n);
       block += batch * std::int64_t(n);
       col += std::int64_t(n);
     }
@@ -103,6 +108,9 @@ class RowParallelLinear {
  public:
   RowParallelLinear(const RawTensorView& weight, const RawTensorView& bias, ShardSpec shard,
                     RowParallelOptions options = {})
+      : RowParallelLinear(Ops(), weight, bias, shard, options) {}
+  RowParallelLinear(const Ops& ops, const RawTensorView& weight, const RawTensorView& bias, ShardSpec shard,
+                    RowParallelOptions options = {})
       : shard_(shard), options_(options) {
     layer_detail::check_full_weight(weight, "RowParallelLinear weight", -1, -1);
     in_features_ = weight.size(1);
@@ -111,7 +119,7 @@ class RowParallelLinear {
     in_range_ = split_dimension(in_features_, shard, options.granule, "in_features");
     std::vector<layer_detail::Slice> bias_slices;
     if (!bias.empty()) bias_slices.push_back({bias, {0, out_features_}, {0, 1}});
-    local_ = layer_detail::LocalWeight<T, Ops>({{weight, {0, out_features_}, in_range_}}, bias_slices);
+    local_ = layer_detail::LocalWeight<T, Ops>(ops, {{weight, {0, out_features_}, in_range_}}, bias_slices);
   }
 
   std::int64_t in_features() const { return in_features_; }
@@ -132,7 +140,7 @@ class RowParallelLinear {
     local_.apply(xs, x.stride(0), batch, y.data(), out_features_, false);
     if (options_.reduce_output) comm.all_reduce(y.data(), std::size_t(batch * out_features_));
     if (local_.bias() && (options_.reduce_output || shard_.rank == 0))
-      Ops::add_bias(y.data(), out_features_, batch, local_.bias(), out_features_);
+      local_.ops().add_bias(y.data(), out_features_, batch, local_.bias(), out_features_);
   }
 
  private:
@@ -147,7 +155,8 @@ class RowParallelLinear {
 template <class T, class Ops = HostOps>
 class ReplicatedLinear {
  public:
-  ReplicatedLinear(const RawTensorView& weight, const RawTensorView& bias) {
+  ReplicatedLinear(const RawTensorView& weight, const RawTensorView& bias) : ReplicatedLinear(Ops(), weight, bias) {}
+  ReplicatedLinear(const Ops& ops, const RawTensorView& weight, const RawTensorView& bias) {
     layer_detail::check_full_weight(weight, "ReplicatedLinear weight", -1, -1);
     in_features_ = weight.size(1);
     out_features_ = weight.size(0);
@@ -156,7 +165,7 @@ class ReplicatedLinear {
       layer_detail::check_full_bias(bias, "ReplicatedLinear bias", out_features_);
       bias_slices.push_back({bias, {0, out_features_}, {0, 1}});
     }
-    local_ = layer_detail::LocalWeight<T, Ops>({{weight, {0, out_features_}, {0, in_features_}}}, bias_slices);
+    local_ = layer_detail::LocalWeight<T, Ops>(ops, {{weight, {0, out_features_}, {0, in_features_}}}, bias_slices);
   }
 
   std::int64_t in_features() const { return in_features_; }

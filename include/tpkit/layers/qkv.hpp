@@ -31,7 +31,10 @@ struct QKVWeights {
 template <class T, class Ops = HostOps>
 class QKVParallelLinear {
  public:
-  QKVParallelLinear(const QKVWeights& w, AttentionHeads heads, ShardSpec shard) : heads_(heads), shard_(shard) {
+  QKVParallelLinear(const QKVWeights& w, AttentionHeads heads, ShardSpec shard)
+      : QKVParallelLinear(Ops(), w, heads, shard) {}
+  QKVParallelLinear(const Ops& ops, const QKVWeights& w, AttentionHeads heads, ShardSpec shard)
+      : heads_(heads), shard_(shard) {
     TPKIT_REQUIRE(heads.head_dim >= 1, "head_dim must be positive (got ", heads.head_dim, ")");
     partition_ = partition_heads(heads.num_q_heads, heads.num_kv_heads, shard);
     const std::int64_t hd = heads.head_dim;
@@ -52,8 +55,8 @@ class QKVParallelLinear {
       layer_detail::check_full_bias(w.v_bias, "v bias", heads.num_kv_heads * hd);
       bias_slices = {{w.q_bias, q_rows, {0, 1}}, {w.k_bias, kv_rows, {0, 1}}, {w.v_bias, kv_rows, {0, 1}}};
     }
-    local_ =
-        layer_detail::LocalWeight<T, Ops>({{w.q, q_rows, all}, {w.k, kv_rows, all}, {w.v, kv_rows, all}}, bias_slices);
+    local_ = layer_detail::LocalWeight<T, Ops>(ops, {{w.q, q_rows, all}, {w.k, kv_rows, all}, {w.v, kv_rows, all}},
+                                               bias_slices);
   }
 
   const HeadPartition& partition() const { return partition_; }

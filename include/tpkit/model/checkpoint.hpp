@@ -7,6 +7,7 @@
 // the file and what is wrong; nothing is read out of bounds.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "tpkit/core/checked_math.hpp"
 #include "tpkit/core/error.hpp"
 #include "tpkit/core/tensor.hpp"
 #include "tpkit/io/json.hpp"
@@ -72,6 +74,12 @@ class Checkpoint {
     c.tensors_ = std::move(tensors);
     return c;
   }
+
+  // The tensors of a safetensors file held in memory (`data`, `size` bytes): views into `data`.
+  // Every shape, dtype and offset is checked against the buffer (sizes cannot wrap, tensors
+  // cannot overlap) before a view is made; `source` names the file in errors.
+  static std::map<std::string, RawTensorView> parse_safetensors(const unsigned char* data, std::size_t size,
+                                                                const std::string& source);
 
  private:
   void add_safetensors(const std::string& path);
@@ -157,23 +165,30 @@ inline Checkpoint Checkpoint::open_llama2c(const std::string& path) {
   return c;
 }
 
-inline void Checkpoint::add_safetensors(const std::string& path) {
-  auto file = std::make_shared<MappedFile>(path);
-  const std::size_t size = file->size();
-  if (size < 8) throw FormatError(path + ": truncated safetensors file (" + std::to_string(size) + " bytes)");
+inline std::map<std::string, RawTensorView> Checkpoint::parse_safetensors(const unsigned char* data,
+                                                                          std::size_t size,
+                                                                          const std::string& source) {
+  if (size < 8) throw FormatError(source + ": truncated safetensors file (" + std::to_string(size) + " bytes)");
   std::uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | file->data()[i];  // little endian
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | data[i];  // little endian
   if (header_len > size - 8 || header_len > (std::uint64_t(100) << 20))
-    throw FormatError(path + ": safetensors header length " + std::to_string(header_len) + " exceeds the file (" +
+    throw FormatError(source + ": safetensors header length " + std::to_string(header_len) + " exceeds the file (" +
                       std::to_string(size) + " bytes)");
   const Json header =
-      Json::parse(std::string_view(reinterpret_cast<const char*>(file->data() + 8), header_len), path + " header");
-  if (!header.is_object()) throw FormatError(path + ": safetensors header is not a JSON object");
-  const unsigned char* data = file->data() + 8 + header_len;
+      Json::parse(std::string_view(reinterpret_cast<const char*>(data + 8), header_len), source + " header");
+  if (!header.is_object()) throw FormatError(source + ": safetensors header is not a JSON object");
+  const unsigned char* bytes = data + 8 + header_len;
   const std::uint64_t data_size = size - 8 - header_len;
+  std::map<std::string, RawTensorView> tensors;
+  struct Extent {
+    std::uint64_t begin, end;
+    const std::string* name;
+  };
+  std::vector<Extent> extents;
   for (const auto& [name, info] : header.object()) {
     if (name == "__metadata__") continue;
     try {
+      if (tensors.count(name)) throw FormatError("appears twice in the header");
       const std::string& dt = info.at("dtype").string();
       DType dtype;
       if (dt == "F32")
@@ -194,26 +209,55 @@ inline void Checkpoint::add_safetensors(const std::string& path) {
         throw FormatError("unsupported dtype " + dt);
       const auto& shape_json = info.at("shape").array();
       if (shape_json.size() > 2 || shape_json.empty()) throw FormatError("only 1-D and 2-D tensors are supported");
-      std::int64_t dims[2] = {1, 1}, numel = 1;
+      // Each extent below 2^40 and the byte count below 2^62, so neither the products here nor
+      // any view's offsets can wrap.
+      std::int64_t dims[2] = {1, 1};
+      std::uint64_t bytes_needed = dtype_size(dtype);
       for (std::size_t d = 0; d < shape_json.size(); ++d) {
         dims[d] = shape_json[d].integer(0, std::int64_t(1) << 40);
-        numel *= dims[d];
+        if (__builtin_mul_overflow(bytes_needed, std::uint64_t(dims[d]), &bytes_needed) ||
+            bytes_needed > (std::uint64_t(1) << 62))
+          throw FormatError("shape " + std::to_string(dims[0]) + (d ? " x " + std::to_string(dims[1]) : "") +
+                            " holds more bytes than any file can");
       }
       const auto& offsets = info.at("data_offsets").array();
       if (offsets.size() != 2) throw FormatError("data_offsets must have two entries");
-      const std::int64_t begin = offsets[0].integer(0), end = offsets[1].integer(0);
-      if (std::uint64_t(end) > data_size)
+      const std::uint64_t begin = std::uint64_t(offsets[0].integer(0)), end = std::uint64_t(offsets[1].integer(0));
+      if (end > data_size)
         throw FormatError("data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
                           "] reach beyond the end of the file (truncated?): its data section holds " +
                           std::to_string(data_size) + " bytes");
-      if (end < begin || std::uint64_t(end - begin) != std::uint64_t(numel) * dtype_size(dtype))
+      if (end < begin || end - begin != bytes_needed)
         throw FormatError("data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] do not hold " +
-                          std::to_string(numel) + " elements of " + dt);
-      tensors_[name] = shape_json.size() == 1 ? RawTensorView(data + begin, dtype, {dims[0]})
-                                              : RawTensorView(data + begin, dtype, {dims[0], dims[1]});
+                          (shape_json.size() == 1 ? std::to_string(dims[0])
+                                                  : std::to_string(dims[0]) + " x " + std::to_string(dims[1])) +
+                          " elements of " + dt);
+      auto inserted = tensors.emplace(name, shape_json.size() == 1
+                                                ? RawTensorView(bytes + begin, dtype, {dims[0]})
+                                                : RawTensorView(bytes + begin, dtype, {dims[0], dims[1]}));
+      if (begin != end) extents.push_back({begin, end, &inserted.first->first});
     } catch (const FormatError& e) {
-      throw FormatError(path + ": tensor \"" + name + "\": " + e.what());
+      throw FormatError(source + ": tensor \"" + name + "\": " + e.what());
+    } catch (const InvalidArgument& e) {
+      throw FormatError(source + ": tensor \"" + name + "\": " + e.what());
     }
+  }
+  // Two tensors must not share bytes (the format forbids it; a writer that did is corrupt).
+  std::sort(extents.begin(), extents.end(), [](const Extent& a, const Extent& b) { return a.begin < b.begin; });
+  for (std::size_t i = 1; i < extents.size(); ++i)
+    if (extents[i].begin < extents[i - 1].end)
+      throw FormatError(source + ": tensors \"" + *extents[i - 1].name + "\" and \"" + *extents[i].name +
+                        "\" overlap (data_offsets [" + std::to_string(extents[i - 1].begin) + ", " +
+                        std::to_string(extents[i - 1].end) + "] and [" + std::to_string(extents[i].begin) + ", " +
+                        std::to_string(extents[i].end) + "])");
+  return tensors;
+}
+
+inline void Checkpoint::add_safetensors(const std::string& path) {
+  auto file = std::make_shared<MappedFile>(path);
+  for (auto& [name, view] : parse_safetensors(file->data(), file->size(), path)) {
+    if (tensors_.count(name)) throw FormatError(path + ": tensor \"" + name + "\" is also in another shard");
+    tensors_.emplace(name, view);
   }
   files_.push_back(std::move(file));
 }

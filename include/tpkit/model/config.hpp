@@ -40,6 +40,20 @@ struct RopeScaling {
   double original_max_position = 8192;
 };
 
+// The largest values tpkit accepts for a model's dimensions: above any released model's and far
+// below what overflows the sizes computed from them, so a corrupt or hostile config is refused
+// before anything is sized (a KV cache, RoPE tables, a loop over layers).
+struct ModelLimits {
+  static constexpr std::int64_t hidden_size = std::int64_t(1) << 17;
+  static constexpr std::int64_t intermediate_size = std::int64_t(1) << 20;
+  static constexpr std::int64_t num_layers = std::int64_t(1) << 12;
+  static constexpr std::int64_t num_heads = std::int64_t(1) << 12;
+  static constexpr std::int64_t head_dim = std::int64_t(1) << 12;
+  static constexpr std::int64_t q_size = std::int64_t(1) << 20;  // num_heads * head_dim
+  static constexpr std::int64_t vocab_size = std::int64_t(1) << 28;
+  static constexpr std::int64_t max_position = std::int64_t(1) << 28;
+};
+
 struct ModelConfig {
   Architecture architecture = Architecture::llama;
   std::int64_t hidden_size = 0, intermediate_size = 0, num_layers = 0;
@@ -67,27 +81,49 @@ struct ModelConfig {
   std::int64_t kv_size() const { return num_kv_heads * head_dim; }
 
   void validate() const {
-    const auto positive = [](std::int64_t v, const char* name) {
-      if (v <= 0)
-        throw FormatError(std::string("model config: ") + name + " must be positive (got " + std::to_string(v) + ")");
+    const auto within = [](std::int64_t v, std::int64_t limit, const char* name) {
+      if (v <= 0 || v > limit)
+        throw FormatError(std::string("model config: ") + name + " must be in [1, " + std::to_string(limit) +
+                          "] (got " + std::to_string(v) + ")");
     };
-    positive(hidden_size, "hidden_size");
-    positive(intermediate_size, "intermediate_size");
-    positive(num_layers, "num_layers");
-    positive(num_heads, "num_heads");
-    positive(num_kv_heads, "num_kv_heads");
-    positive(head_dim, "head_dim");
-    positive(vocab_size, "vocab_size");
-    positive(max_position, "max_position");
+    within(hidden_size, ModelLimits::hidden_size, "hidden_size");
+    within(intermediate_size, ModelLimits::intermediate_size, "intermediate_size");
+    within(num_layers, ModelLimits::num_layers, "num_layers");
+    within(num_heads, ModelLimits::num_heads, "num_heads");
+    within(num_kv_heads, ModelLimits::num_heads, "num_kv_heads");
+    within(head_dim, ModelLimits::head_dim, "head_dim");
+    within(vocab_size, ModelLimits::vocab_size, "vocab_size");
+    within(max_position, ModelLimits::max_position, "max_position");
+    within(q_size(), ModelLimits::q_size, "num_heads x head_dim");
     if (num_heads % num_kv_heads != 0)
       throw FormatError("model config: num_heads (" + std::to_string(num_heads) +
                         ") is not a multiple of num_kv_heads (" + std::to_string(num_kv_heads) + ")");
     if (head_dim % 2 != 0) throw FormatError("model config: head_dim must be even for RoPE");
-    if (!(rms_norm_eps > 0) || !(rope_theta > 0))
-      throw FormatError("model config: rms_norm_eps and rope_theta must be positive");
+    if (!(rms_norm_eps > 0 && rms_norm_eps < 1) || !std::isfinite(rope_theta) || !(rope_theta > 0))
+      throw FormatError("model config: rms_norm_eps must be in (0, 1) and rope_theta positive and finite (got " +
+                        std::to_string(rms_norm_eps) + " and " + std::to_string(rope_theta) + ")");
+    if (rope_scaling.llama3) {
+      const RopeScaling& r = rope_scaling;
+      // As transformers validates llama3 scaling: factor >= 1, high_freq_factor > low_freq_factor.
+      if (!std::isfinite(r.factor) || r.factor < 1 || !std::isfinite(r.low_freq_factor) || !(r.low_freq_factor > 0) ||
+          !std::isfinite(r.high_freq_factor) || !(r.high_freq_factor > r.low_freq_factor) ||
+          !std::isfinite(r.original_max_position) || !(r.original_max_position >= 1))
+        throw FormatError("model config: llama3 rope_scaling needs factor >= 1, 0 < low_freq_factor < "
+                          "high_freq_factor and original_max_position_embeddings >= 1 (got factor " +
+                          std::to_string(r.factor) + ", low_freq_factor " + std::to_string(r.low_freq_factor) +
+                          ", high_freq_factor " + std::to_string(r.high_freq_factor) + ", original " +
+                          std::to_string(r.original_max_position) + ")");
+    }
+    if (sliding_window < 0 || sliding_window > ModelLimits::max_position)
+      throw FormatError("model config: sliding_window must be in [0, " + std::to_string(ModelLimits::max_position) +
+                        "] (got " + std::to_string(sliding_window) + ")");
     if (!sliding_layers.empty() && std::int64_t(sliding_layers.size()) != num_layers)
       throw FormatError("model config: " + std::to_string(sliding_layers.size()) + " layer types for " +
                         std::to_string(num_layers) + " layers");
+    for (int id : eos_token_ids)
+      if (id < 0 || id >= vocab_size)
+        throw FormatError("model config: eos_token_id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                          std::to_string(vocab_size) + ")");
   }
 
   // Throws InvalidArgument when the model cannot be sharded over tp_size ranks; every TP size
@@ -116,7 +152,7 @@ inline void read_sliding_window(const Json& j, ModelConfig& c) {
   if (!w || !w->is_number() || w->number() < 1)
     throw FormatError(
         "config.json: sliding-window attention is enabled but \"sliding_window\" is not a positive number");
-  c.sliding_window = w->integer(1, std::int64_t(1) << 40);
+  c.sliding_window = w->integer(1, ModelLimits::max_position);
   std::vector<bool> sliding(static_cast<std::size_t>(c.num_layers), true);
   if (const Json* types = j.find("layer_types"); types && !types->is_null()) {
     if (!types->is_array() || std::int64_t(types->array().size()) != c.num_layers)
@@ -132,7 +168,7 @@ inline void read_sliding_window(const Json& j, ModelConfig& c) {
     }
   } else if (c.architecture != Architecture::mistral) {
     const Json* first = j.find("max_window_layers");
-    const std::int64_t from = first && first->is_number() ? first->integer(0, std::int64_t(1) << 40) : 0;
+    const std::int64_t from = first && first->is_number() ? first->integer(0, ModelLimits::num_layers) : 0;
     for (std::size_t l = 0; l < sliding.size(); ++l) sliding[l] = std::int64_t(l) >= from;
   }
   if (std::find(sliding.begin(), sliding.end(), false) != sliding.end()) c.sliding_layers = sliding;
@@ -177,34 +213,37 @@ inline ModelConfig config_from_hf(const Json& j) {
   else
     throw FormatError("unknown architecture \"" + type + "\"; supported: llama, mistral, qwen2, qwen3");
 
-  const auto integer = [&](const char* key, std::int64_t fallback) {
+  // Every integer is range-checked against tpkit's limits before it is narrowed or used.
+  const auto integer = [&](const char* key, std::int64_t fallback, std::int64_t limit) {
     const Json* v = j.find(key);
     if (!v || v->is_null()) {
       if (fallback < 0) throw FormatError(std::string("config.json: missing \"") + key + "\"");
       return fallback;
     }
     try {
-      return v->integer(0, std::int64_t(1) << 40);
+      return v->integer(0, limit);
     } catch (const FormatError& e) {
       throw FormatError(std::string("config.json: \"") + key + "\": " + e.what());
     }
   };
   const auto real = [&](const char* key, double fallback) {
     const Json* v = j.find(key);
+    if (v && !v->is_null() && !v->is_number())
+      throw FormatError(std::string("config.json: \"") + key + "\" must be a number");
     return v && v->is_number() ? v->number() : fallback;
   };
   const auto flag = [&](const char* key, bool fallback) {
     const Json* v = j.find(key);
     return v && v->type() == Json::Type::boolean ? v->boolean() : fallback;
   };
-  c.hidden_size = integer("hidden_size", -1);
-  c.intermediate_size = integer("intermediate_size", -1);
-  c.num_layers = integer("num_hidden_layers", -1);
-  c.num_heads = int(integer("num_attention_heads", -1));
-  c.num_kv_heads = int(integer("num_key_value_heads", c.num_heads));
-  c.head_dim = integer("head_dim", c.num_heads ? c.hidden_size / c.num_heads : 0);
-  c.vocab_size = integer("vocab_size", -1);
-  c.max_position = integer("max_position_embeddings", 4096);
+  c.hidden_size = integer("hidden_size", -1, ModelLimits::hidden_size);
+  c.intermediate_size = integer("intermediate_size", -1, ModelLimits::intermediate_size);
+  c.num_layers = integer("num_hidden_layers", -1, ModelLimits::num_layers);
+  c.num_heads = int(integer("num_attention_heads", -1, ModelLimits::num_heads));
+  c.num_kv_heads = int(integer("num_key_value_heads", c.num_heads, ModelLimits::num_heads));
+  c.head_dim = integer("head_dim", c.num_heads ? c.hidden_size / c.num_heads : 0, ModelLimits::head_dim);
+  c.vocab_size = integer("vocab_size", -1, ModelLimits::vocab_size);
+  c.max_position = integer("max_position_embeddings", 4096, ModelLimits::max_position);
   c.rms_norm_eps = real("rms_norm_eps", 1e-6);
   c.rope_theta = real("rope_theta", 10000.0);
   c.tie_embeddings = flag("tie_word_embeddings", false);
@@ -223,22 +262,27 @@ inline ModelConfig config_from_hf(const Json& j) {
     const std::string k = kind && kind->is_string() ? kind->string() : "";
     if (k == "llama3") {
       c.rope_scaling.llama3 = true;
-      c.rope_scaling.factor = s->at("factor").number();
-      c.rope_scaling.low_freq_factor = s->at("low_freq_factor").number();
-      c.rope_scaling.high_freq_factor = s->at("high_freq_factor").number();
-      c.rope_scaling.original_max_position = s->at("original_max_position_embeddings").number();
+      try {
+        c.rope_scaling.factor = s->at("factor").number();
+        c.rope_scaling.low_freq_factor = s->at("low_freq_factor").number();
+        c.rope_scaling.high_freq_factor = s->at("high_freq_factor").number();
+        c.rope_scaling.original_max_position = s->at("original_max_position_embeddings").number();
+      } catch (const FormatError& e) {
+        throw FormatError(std::string("config.json: rope_scaling: ") + e.what());
+      }
     } else if (k != "default") {
       throw FormatError("config.json: unsupported rope_scaling type \"" + k +
                         "\"; tpkit implements default and llama3");
     }
   }
-  if (const Json* b = j.find("bos_token_id"); b && b->is_number()) c.bos_token_id = int(b->integer(0, 1 << 30));
+  const std::int64_t id_limit = std::int64_t(1) << 30;
+  if (const Json* b = j.find("bos_token_id"); b && b->is_number()) c.bos_token_id = int(b->integer(0, id_limit));
   if (const Json* e = j.find("eos_token_id")) {
     c.eos_token_ids.clear();
     if (e->is_number())
-      c.eos_token_ids.push_back(int(e->integer(0, 1 << 30)));
+      c.eos_token_ids.push_back(int(e->integer(0, id_limit)));
     else if (e->is_array())
-      for (const Json& x : e->array()) c.eos_token_ids.push_back(int(x.integer(0, 1 << 30)));
+      for (const Json& x : e->array()) c.eos_token_ids.push_back(int(x.integer(0, id_limit)));
   }
   c.validate();
   return c;

@@ -9,6 +9,8 @@
 //
 // Under pipeline parallelism an instance holds one stage: a range of layers (and their KV
 // cache), plus the embedding on the first stage and the final norm and LM head on the last.
+// The model runs on the Ops handle it is built with (HostOps: its threads; CudaOps: its CUDA
+// context and stream); its layers keep copies of it.
 #pragma once
 
 #include <algorithm>
@@ -26,45 +28,40 @@
 #include "tpkit/model/checkpoint.hpp"
 #include "tpkit/model/rope.hpp"
 #include "tpkit/ops/host_ops.hpp"
+#include "tpkit/ops/ops_policy.hpp"
+#include "tpkit/ops/step.hpp"
 #include "tpkit/parallel/pipeline.hpp"
 
 namespace tpkit {
 
-// The tokens one sequence contributes to a forward step: `count` tokens at positions
-// start_position.. (a whole prompt, a prefill chunk, or one decode token).
-struct StepSequence {
-  const std::int32_t* tokens = nullptr;
-  std::int64_t count = 0;
-  std::int64_t start_position = 0;
-  const std::vector<std::int32_t>* blocks = nullptr;  // covers every position up to the last
-  bool want_logits = false;                           // logits for the last token of this step
-};
-
 template <class T, class Ops = HostOps>
 class TransformerModel {
+  TPKIT_OPS_CHECK(Ops);
+
  public:
-  // layers: the pipeline stage's layers (empty: all of them, a single stage).
-  TransformerModel(const Checkpoint& ckpt, ShardSpec shard, std::int64_t num_kv_blocks, std::int64_t block_size = 16,
-                   Range layers = {})
-      : config_(ckpt.config()),
-        layers_(layers.size() == 0 ? Range{0, config_.num_layers} : layers),
+  using ops_type = Ops;
+
+  // layers: the pipeline stage's layers (empty: all of them, a single stage). Every tensor the
+  // stage needs is checked against the config before anything is allocated.
+  TransformerModel(const Ops& ops, const Checkpoint& ckpt, ShardSpec shard, std::int64_t num_kv_blocks,
+                   std::int64_t block_size = 16, Range layers = {})
+      : ops_(ops),
+        config_(ckpt.config()),
+        layers_(checked_stage(ckpt, shard, layers)),
         inv_freq_(rope_inverse_frequencies(config_)),
         cache_(KVCacheShape{layers_.size(), num_kv_blocks, block_size,
                             partition_heads(config_.num_heads, config_.num_kv_heads, shard).local_kv_heads(),
                             config_.head_dim}) {
-    config_.check_tp_size(shard.size);
     const ModelConfig& c = config_;
-    TPKIT_REQUIRE(layers_.begin >= 0 && layers_.begin < layers_.end && layers_.end <= c.num_layers, "layers [",
-                  layers_.begin, ", ", layers_.end, ") are not a non-empty range of the model's ", c.num_layers);
     const std::int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
     const RawTensorView embed = ckpt.tensor("model.embed_tokens.weight", {c.vocab_size, H});
-    if (first_stage()) embedding_.emplace(embed, shard);
+    if (first_stage()) embedding_.emplace(ops_, embed, shard);
     if (last_stage()) {
       // A tied head on a stage without the embedding loads the same rows itself.
       if (c.tie_embeddings && embedding_)
         lm_head_.emplace(ParallelLMHead<T, Ops>::tied_to(*embedding_));
       else
-        lm_head_.emplace(c.tie_embeddings ? embed : ckpt.tensor("lm_head.weight", {c.vocab_size, H}), shard);
+        lm_head_.emplace(ops_, c.tie_embeddings ? embed : ckpt.tensor("lm_head.weight", {c.vocab_size, H}), shard);
       final_norm_ = load_vector(ckpt.tensor("model.norm.weight", {H}));
     }
     for (std::int64_t l = layers_.begin; l < layers_.end; ++l) {
@@ -86,13 +83,13 @@ class TransformerModel {
                   load_vector(ckpt.tensor(name("post_attention_layernorm.weight"), {H})),
                   {},
                   {},
-                  QKVParallelLinear<T, Ops>(w, {c.num_heads, c.num_kv_heads, hd}, shard),
+                  QKVParallelLinear<T, Ops>(ops_, w, {c.num_heads, c.num_kv_heads, hd}, shard),
                   RowParallelLinear<T, Ops>(
-                      ckpt.tensor(name("self_attn.o_proj.weight"), {H, c.q_size()}),
+                      ops_, ckpt.tensor(name("self_attn.o_proj.weight"), {H, c.q_size()}),
                       c.o_bias ? ckpt.tensor(name("self_attn.o_proj.bias"), {H}) : RawTensorView{}, shard, o_options),
-                  MergedGateUpLinear<T, Ops>(ckpt.tensor(name("mlp.gate_proj.weight"), {I, H}),
+                  MergedGateUpLinear<T, Ops>(ops_, ckpt.tensor(name("mlp.gate_proj.weight"), {I, H}),
                                              ckpt.tensor(name("mlp.up_proj.weight"), {I, H}), shard),
-                  RowParallelLinear<T, Ops>(ckpt.tensor(name("mlp.down_proj.weight"), {H, I}), {}, shard)};
+                  RowParallelLinear<T, Ops>(ops_, ckpt.tensor(name("mlp.down_proj.weight"), {H, I}), {}, shard)};
       if (c.qk_norm) {
         block.q_norm = load_vector(ckpt.tensor(name("self_attn.q_norm.weight"), {hd}));
         block.k_norm = load_vector(ckpt.tensor(name("self_attn.k_norm.weight"), {hd}));
@@ -105,7 +102,12 @@ class TransformerModel {
     }
     heads_ = blocks_.empty() ? HeadPartition{} : blocks_.front().qkv.partition();
   }
+  // On a default-constructed Ops (HostOps: the calling thread).
+  TransformerModel(const Checkpoint& ckpt, ShardSpec shard, std::int64_t num_kv_blocks, std::int64_t block_size = 16,
+                   Range layers = {})
+      : TransformerModel(Ops(), ckpt, shard, num_kv_blocks, block_size, layers) {}
 
+  const Ops& ops() const { return ops_; }
   const ModelConfig& config() const { return config_; }
   const HeadPartition& heads() const { return heads_; }
   Range layers() const { return layers_; }
@@ -113,40 +115,34 @@ class TransformerModel {
   bool last_stage() const { return layers_.end == config_.num_layers; }
   PagedKVCache<T, Ops>& cache() { return cache_; }
 
-  // Decode steps of up to `max_rows` sequences run their layers from captured graphs, one per
-  // step shape, when Ops can capture them (CudaOps), the model is a single stage and the TP
-  // group's collectives are capturable (a group of one, or NCCL); 0 (the default) never does.
-  // A step is padded to its shape: the rows to the next power of two (at most max_rows), the
-  // block tables to the next power of two of blocks. The padding rows attend to position 0 of
-  // block 0 and write no K/V, and nothing reads their outputs. The embedding runs before the
-  // graph and the final norm and LM head after it, so that their host inputs and outputs stay
-  // out of it.
-  void enable_step_graphs(std::int64_t max_rows) { graph_max_rows_ = max_rows; }
-  // The Ops' graph cache (CudaOps: captures and replays), for diagnostics and tests.
-  const typename step_graphs<Ops>::type& step_graph_cache() const { return graphs_; }
-  // Steps whose layers ran from a graph so far.
-  std::int64_t graph_steps() const {
-    if constexpr (step_graphs<Ops>::supported)
-      return graphs_.replays;
-    else
-      return 0;
-  }
+  // How forward() runs the decoder layers by default: body() on the spot. A step runner may
+  // pass its own, which runs body() inside a graph capture or replays it (engine/step_runner.hpp);
+  // `addresses` then lists every buffer body() reads, so that a graph is recaptured when one
+  // has moved.
+  struct RunEagerly {
+    template <class Body>
+    void operator()(const std::vector<const void*>&, Body&& body) const {
+      body();
+    }
+  };
 
   // Runs one step over `sequences`, writing their K/V into the cache, and fills `logits`
   // ([number of sequences with want_logits, vocab_size], float) in order. `comm` is the TP
   // group. With a pipeline `stage`, a stage after the first receives the hidden state from the
   // previous one instead of embedding, and a stage before the last sends it on instead of
-  // computing logits (its `logits` is ignored).
-  template <class Backend>
+  // computing logits (its `logits` is ignored). table_width > 0 pads every block table to that
+  // many blocks and plans attention for as many positions (a fixed step shape; padding rows are
+  // StepSequences marked `padding`). run_layers(addresses, body) runs the decoder layers.
+  template <class Backend, class RunLayers = RunEagerly>
   void forward(Communicator<Backend>& comm, const std::vector<StepSequence>& sequences, TensorView<float> logits,
-               PipelineStage<Backend>* stage = nullptr) {
+               PipelineStage<Backend>* stage = nullptr, std::int64_t table_width = 0,
+               RunLayers&& run_layers = RunLayers()) {
     TPKIT_REQUIRE(
         (stage == nullptr && first_stage() && last_stage()) || (stage != nullptr && stage->layers() == layers_),
         "this model holds layers [", layers_.begin, ", ", layers_.end,
         ") and must be run with the pipeline stage that owns them");
     const ModelConfig& c = config_;
     const std::int64_t H = c.hidden_size, hd = c.head_dim;
-    const GraphShape graph = graph_shape(comm, sequences);  // rows 0: no graph
     // Flatten the step's tokens.
     tokens_.clear(), positions_.clear(), logit_rows_.clear(), layout_.clear();
     for (const StepSequence& s : sequences) {
@@ -160,18 +156,12 @@ class TransformerModel {
         tokens_.push_back(s.tokens[i]);
         positions_.push_back(s.start_position + i);
         layout_.queries.push_back({s.start_position + i, s.blocks});
-        layout_.slots.push_back(cache_.slot_unchecked(*s.blocks, s.start_position + i));
+        layout_.slots.push_back(s.padding ? -1 : cache_.slot_unchecked(*s.blocks, s.start_position + i));
       }
       if (s.want_logits) logit_rows_.push_back(std::int64_t(tokens_.size()) - 1);
     }
-    for (std::int64_t r = std::int64_t(sequences.size()); r < graph.rows; ++r) {  // padding rows
-      layout_.sequences.push_back({&padding_table_, std::int64_t(tokens_.size()), 1, 0});
-      layout_.queries.push_back({0, &padding_table_});
-      layout_.slots.push_back(-1);
-      tokens_.push_back(0);
-      positions_.push_back(0);
-    }
-    layout_.table_width = graph.table_width;
+    TPKIT_REQUIRE(table_width >= 0, "table_width must be >= 0 (got ", table_width, ")");
+    layout_.table_width = table_width;
     const std::int64_t n = std::int64_t(tokens_.size());
     TPKIT_REQUIRE(!last_stage() || (logits.rank() == 2 && logits.size(0) == std::int64_t(logit_rows_.size()) &&
                                     logits.size(1) == c.vocab_size),
@@ -192,28 +182,23 @@ class TransformerModel {
     cos_host_.resize(std::size_t(n * hd / 2));
     sin_host_.resize(std::size_t(n * hd / 2));
     rope_angles(inv_freq_, positions_.data(), n, cos_host_.data(), sin_host_.data());
-    Ops::upload(cos_host_.data(), cos_.data(), cos_host_.size());
-    Ops::upload(sin_host_.data(), sin_.data(), sin_host_.size());
-    Ops::prepare_step(step_, layout_, cache_.shape());
+    ops_.upload(cos_host_.data(), cos_.data(), cos_host_.size());
+    ops_.upload(sin_host_.data(), sin_.data(), sin_host_.size());
+    ops_.prepare_step(step_, layout_, cache_.shape());
 
     if (first_stage())
       embedding_->forward(comm, tokens_.data(), n, TensorView<T>(hidden_.data(), {n, H}, Ops::memory));
     else
       stage->receive_activations(hidden_.data(), std::size_t(n * H));
-    if constexpr (step_graphs<Ops>::supported) {
-      if (graph.rows > 0) {
-        addresses_.clear();
-        for (const void* p : {static_cast<const void*>(hidden_.data()), static_cast<const void*>(normed_.data()),
-                              static_cast<const void*>(delta_.data()), static_cast<const void*>(qkv_.data()),
-                              static_cast<const void*>(attn_.data()), static_cast<const void*>(gate_up_.data()),
-                              static_cast<const void*>(act_.data()), static_cast<const void*>(cos_.data()),
-                              static_cast<const void*>(sin_.data())})
-          addresses_.push_back(p);
-        step_.append_addresses(addresses_);
-        Ops::run_graph(graphs_, graph.rows << 32 | graph.table_width, addresses_, [&] { run_layers(comm, n); });
-      }
-    }
-    if (graph.rows == 0) run_layers(comm, n);
+    addresses_.clear();
+    for (const void* p : {static_cast<const void*>(hidden_.data()), static_cast<const void*>(normed_.data()),
+                          static_cast<const void*>(delta_.data()), static_cast<const void*>(qkv_.data()),
+                          static_cast<const void*>(attn_.data()), static_cast<const void*>(gate_up_.data()),
+                          static_cast<const void*>(act_.data()), static_cast<const void*>(cos_.data()),
+                          static_cast<const void*>(sin_.data())})
+      addresses_.push_back(p);
+    if constexpr (step_graphs<Ops>::supported) step_.append_addresses(addresses_);
+    run_layers(addresses_, [&] { run_decoder_layers(comm, n); });
     if (!last_stage()) {
       stage->send_activations(hidden_.data(), std::size_t(n * H));
       return;
@@ -224,46 +209,55 @@ class TransformerModel {
     // Decode steps sample every row in order: one launch.
     const bool consecutive = logit_rows_.back() - logit_rows_.front() == rows - 1;
     for (std::int64_t r = 0; r < rows; r += consecutive ? rows : 1)
-      Ops::rms_norm(hidden_.data() + logit_rows_[std::size_t(r)] * H, H, consecutive ? rows : 1, H, final_norm_.data(),
+      ops_.rms_norm(hidden_.data() + logit_rows_[std::size_t(r)] * H, H, consecutive ? rows : 1, H, final_norm_.data(),
                     eps, normed_.data() + r * H, H);
     lm_head_->forward(comm, TensorView<const T>(normed_.data(), {rows, H}, Ops::memory), logits);
   }
 
  private:
-  struct GraphShape {
-    std::int64_t rows = 0, table_width = 0;
-  };
-
-  static std::int64_t next_power_of_two(std::int64_t x) {
-    std::int64_t p = 1;
-    while (p < x) p *= 2;
-    return p;
-  }
-
-  // The padded shape of a step that runs from a graph, or rows 0.
-  template <class Backend>
-  GraphShape graph_shape(const Communicator<Backend>& comm, const std::vector<StepSequence>& sequences) const {
-    GraphShape g;
-    if constexpr (step_graphs<Ops>::supported) {
-      const std::int64_t count = std::int64_t(sequences.size());
-      if (graph_max_rows_ <= 0 || count == 0 || count > graph_max_rows_ || !first_stage() || !last_stage()) return g;
-      if (comm.size() > 1 && !stream_ordered<Backend>::value) return g;  // a host rendezvous
-      std::int64_t blocks = 1;
-      for (const StepSequence& s : sequences) {
-        if (s.count != 1 || s.blocks == nullptr) return g;  // decode steps only
-        blocks = std::max(blocks, std::int64_t(s.blocks->size()));
-      }
-      const std::int64_t block_size = cache_.shape().block_size;
-      const std::int64_t full = (config_.max_position + block_size - 1) / block_size;
-      g.rows = std::min(next_power_of_two(count), graph_max_rows_);
-      g.table_width = std::max(blocks, std::min(next_power_of_two(blocks), full));
+  // The stage's layer range, once the shard fits the model and every tensor the stage reads
+  // has its expected shape (so a corrupt or mismatched checkpoint fails before the KV cache and
+  // the weights are allocated).
+  static Range checked_stage(const Checkpoint& ckpt, ShardSpec shard, Range layers) {
+    const ModelConfig& c = ckpt.config();
+    c.check_tp_size(shard.size);
+    const Range r = layers.size() == 0 ? Range{0, c.num_layers} : layers;
+    TPKIT_REQUIRE(r.begin >= 0 && r.begin < r.end && r.end <= c.num_layers, "layers [", r.begin, ", ", r.end,
+                  ") are not a non-empty range of the model's ", c.num_layers);
+    const std::int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+    ckpt.tensor("model.embed_tokens.weight", {c.vocab_size, H});
+    if (r.end == c.num_layers) {
+      if (!c.tie_embeddings) ckpt.tensor("lm_head.weight", {c.vocab_size, H});
+      ckpt.tensor("model.norm.weight", {H});
     }
-    return g;
+    for (std::int64_t l = r.begin; l < r.end; ++l) {
+      const auto name = [&](const char* suffix) { return Checkpoint::layer_name(l, suffix); };
+      ckpt.tensor(name("input_layernorm.weight"), {H});
+      ckpt.tensor(name("post_attention_layernorm.weight"), {H});
+      ckpt.tensor(name("self_attn.q_proj.weight"), {c.q_size(), H});
+      ckpt.tensor(name("self_attn.k_proj.weight"), {c.kv_size(), H});
+      ckpt.tensor(name("self_attn.v_proj.weight"), {c.kv_size(), H});
+      ckpt.tensor(name("self_attn.o_proj.weight"), {H, c.q_size()});
+      ckpt.tensor(name("mlp.gate_proj.weight"), {I, H});
+      ckpt.tensor(name("mlp.up_proj.weight"), {I, H});
+      ckpt.tensor(name("mlp.down_proj.weight"), {H, I});
+      if (c.qkv_bias) {
+        ckpt.tensor(name("self_attn.q_proj.bias"), {c.q_size()});
+        ckpt.tensor(name("self_attn.k_proj.bias"), {c.kv_size()});
+        ckpt.tensor(name("self_attn.v_proj.bias"), {c.kv_size()});
+      }
+      if (c.o_bias) ckpt.tensor(name("self_attn.o_proj.bias"), {H});
+      if (c.qk_norm) {
+        ckpt.tensor(name("self_attn.q_norm.weight"), {hd});
+        ckpt.tensor(name("self_attn.k_norm.weight"), {hd});
+      }
+    }
+    return r;
   }
 
   // The decoder layers over the step's n rows: hidden_ in, hidden_ out, K/V into the cache.
   template <class Backend>
-  void run_layers(Communicator<Backend>& comm, std::int64_t n) {
+  void run_decoder_layers(Communicator<Backend>& comm, std::int64_t n) {
     const ModelConfig& c = config_;
     const std::int64_t H = c.hidden_size, hd = c.head_dim;
     const HeadPartition& heads = heads_;
@@ -276,28 +270,28 @@ class TransformerModel {
     for (std::int64_t l = layers_.begin; l < layers_.end; ++l) {
       Block& b = blocks_[std::size_t(l - layers_.begin)];
       const std::int64_t cache_layer = l - layers_.begin;
-      Ops::rms_norm(hidden_.data(), H, n, H, b.input_norm.data(), eps, normed_.data(), H);
+      ops_.rms_norm(hidden_.data(), H, n, H, b.input_norm.data(), eps, normed_.data(), H);
       b.qkv.forward(comm, normed, TensorView<T>(qkv_.data(), {n, qkv_width}, Ops::memory));
       T* q = qkv_.data();
       T* k = q + q_width;
       T* v = k + kv_width;
       if (c.qk_norm) {
         for (std::int64_t t = 0; t < n; ++t) {
-          Ops::rms_norm(q + t * qkv_width, hd, heads.local_q_heads(), hd, b.q_norm.data(), eps, q + t * qkv_width, hd);
-          Ops::rms_norm(k + t * qkv_width, hd, heads.local_kv_heads(), hd, b.k_norm.data(), eps, k + t * qkv_width, hd);
+          ops_.rms_norm(q + t * qkv_width, hd, heads.local_q_heads(), hd, b.q_norm.data(), eps, q + t * qkv_width, hd);
+          ops_.rms_norm(k + t * qkv_width, hd, heads.local_kv_heads(), hd, b.k_norm.data(), eps, k + t * qkv_width, hd);
         }
       }
-      Ops::rope(q, qkv_width, n, heads.local_q_heads(), hd, cos_.data(), sin_.data(), interleaved);
-      Ops::rope(k, qkv_width, n, heads.local_kv_heads(), hd, cos_.data(), sin_.data(), interleaved);
-      Ops::write_kv(cache_, cache_layer, step_, k, v, qkv_width);
-      Ops::paged_attention(cache_, cache_layer, heads, q, qkv_width, step_, scale, c.window(l), attn_.data(), q_width);
+      ops_.rope(q, qkv_width, n, heads.local_q_heads(), hd, cos_.data(), sin_.data(), interleaved);
+      ops_.rope(k, qkv_width, n, heads.local_kv_heads(), hd, cos_.data(), sin_.data(), interleaved);
+      ops_.write_kv(cache_, cache_layer, step_, k, v, qkv_width);
+      ops_.paged_attention(cache_, cache_layer, heads, q, qkv_width, step_, scale, c.window(l), attn_.data(), q_width);
       b.o_proj.forward(comm, TensorView<const T>(attn_.data(), {n, q_width}, Ops::memory), delta);
-      Ops::add(hidden_.data(), delta_.data(), n * H);
-      Ops::rms_norm(hidden_.data(), H, n, H, b.post_norm.data(), eps, normed_.data(), H);
+      ops_.add(hidden_.data(), delta_.data(), n * H);
+      ops_.rms_norm(hidden_.data(), H, n, H, b.post_norm.data(), eps, normed_.data(), H);
       b.gate_up.forward(comm, normed, TensorView<T>(gate_up_.data(), {n, 2 * li}, Ops::memory));
-      Ops::silu_and_mul(gate_up_.data(), n, li, act_.data());
+      ops_.silu_and_mul(gate_up_.data(), n, li, act_.data());
       b.down.forward(comm, TensorView<const T>(act_.data(), {n, li}, Ops::memory), delta);
-      Ops::add(hidden_.data(), delta_.data(), n * H);
+      ops_.add(hidden_.data(), delta_.data(), n * H);
     }
   }
 
@@ -309,12 +303,13 @@ class TransformerModel {
     RowParallelLinear<T, Ops> down;
   };
 
-  static typename Ops::template Buffer<float> load_vector(const RawTensorView& v) {
+  typename Ops::template Buffer<float> load_vector(const RawTensorView& v) const {
     typename Ops::template Buffer<float> out(std::size_t(v.size(0)));
-    Ops::load_block(v, Range{0, v.size(0)}, Range{0, 1}, out.data(), 1);
+    ops_.load_block(v, Range{0, v.size(0)}, Range{0, 1}, out.data(), 1);
     return out;
   }
 
+  Ops ops_;
   ModelConfig config_;
   Range layers_;
   std::vector<double> inv_freq_;
@@ -332,11 +327,7 @@ class TransformerModel {
   typename Ops::StepState step_;
   typename Ops::template Buffer<T> hidden_, normed_, delta_, qkv_, attn_, gate_up_, act_;
   typename Ops::template Buffer<float> cos_, sin_;
-  // Decode-step graphs: the largest step captured, the graphs, and the buffers they read.
-  std::int64_t graph_max_rows_ = 0;
-  typename step_graphs<Ops>::type graphs_;
-  std::vector<const void*> addresses_;
-  std::vector<std::int32_t> padding_table_{0};  // the padding rows' block table: block 0
+  std::vector<const void*> addresses_;  // the buffers the layers read (for graph replays)
 };
 
 }  // namespace tpkit

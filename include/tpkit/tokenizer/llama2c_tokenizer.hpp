@@ -4,12 +4,15 @@
 // Encoding: optional BOS, a dummy-prefix " " token for non-empty text, each UTF-8 code point
 // as its token or, when absent, its bytes as byte tokens (<0xXX> = id byte + 3), then the pair
 // whose concatenation is a token with the highest score is merged (leftmost on ties) until no
-// pair merges. Decoding: byte tokens become their byte; the leading space of a piece right
-// after BOS is dropped.
+// pair merges. The merges run on a linked list of symbols with a priority queue of adjacent
+// pairs (as llama.cpp's tokenizer does): O(n log n), not a rescan per merge, so a long prompt
+// reaches the context-length check at once. Decoding: byte tokens become their byte; the
+// leading space of a piece right after BOS is dropped.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+#include <queue>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -27,38 +30,13 @@ class Llama2cTokenizer {
   Llama2cTokenizer() = default;
   explicit Llama2cTokenizer(const std::string& path) {
     MappedFile f(path);
-    const unsigned char* p = f.data();
-    std::size_t at = 0;
-    const auto need = [&](std::size_t n, const char* what) {
-      if (f.size() - at < n)
-        throw FormatError(path + ": truncated tokenizer file at byte " + std::to_string(at) + " (reading " + what +
-                          " of token " + std::to_string(pieces_.size()) + ")");
-    };
-    need(4, "max_token_length");
-    std::int32_t max_len;
-    std::memcpy(&max_len, p, 4);
-    at = 4;
-    if (max_len <= 0 || max_len > 1 << 16)
-      throw FormatError(path + ": implausible max_token_length " + std::to_string(max_len));
-    while (at < f.size()) {
-      float score;
-      std::int32_t len;
-      need(8, "score and length");
-      std::memcpy(&score, p + at, 4);
-      std::memcpy(&len, p + at + 4, 4);
-      at += 8;
-      if (len < 0 || len > max_len)
-        throw FormatError(path + ": token " + std::to_string(pieces_.size()) + " has length " + std::to_string(len) +
-                          " (max_token_length " + std::to_string(max_len) + ")");
-      need(std::size_t(len), "bytes");
-      pieces_.emplace_back(reinterpret_cast<const char*>(p + at), std::size_t(len));
-      scores_.push_back(score);
-      at += std::size_t(len);
-    }
-    if (pieces_.size() < 3 + 256)
-      throw FormatError(path + ": only " + std::to_string(pieces_.size()) +
-                        " tokens; expected at least 259 (specials and byte tokens)");
-    for (std::size_t i = 0; i < pieces_.size(); ++i) lookup_.emplace(pieces_[i], int(i));  // first wins
+    parse(f.data(), f.size(), path);
+  }
+  // A tokenizer.bin held in memory; `source` names it in errors.
+  static Llama2cTokenizer from_bytes(const unsigned char* data, std::size_t size, const std::string& source) {
+    Llama2cTokenizer t;
+    t.parse(data, size, source);
+    return t;
   }
 
   std::size_t vocab_size() const { return pieces_.size(); }
@@ -79,23 +57,7 @@ class Llama2cTokenizer {
         for (std::size_t b = 0; b < n; ++b) ids.push_back(std::int32_t(static_cast<unsigned char>(text[i + b])) + 3);
       i += n;
     }
-    const std::size_t first = bos ? 1 : 0;  // BOS never merges
-    for (;;) {
-      float best = -1e30f;
-      int best_id = -1;
-      std::size_t best_at = 0;
-      for (std::size_t k = first; k + 1 < ids.size(); ++k) {
-        const auto it = lookup_.find(pieces_[std::size_t(ids[k])] + pieces_[std::size_t(ids[k + 1])]);
-        if (it != lookup_.end() && scores_[std::size_t(it->second)] > best) {
-          best = scores_[std::size_t(it->second)];
-          best_id = it->second;
-          best_at = k;
-        }
-      }
-      if (best_id < 0) break;
-      ids[best_at] = best_id;
-      ids.erase(ids.begin() + std::ptrdiff_t(best_at) + 1);
-    }
+    merge(ids, bos ? 1 : 0);  // BOS never merges
     if (eos) ids.push_back(kEos);
     return ids;
   }
@@ -123,6 +85,91 @@ class Llama2cTokenizer {
   }
 
  private:
+  void parse(const unsigned char* p, std::size_t size, const std::string& path) {
+    std::size_t at = 0;
+    const auto need = [&](std::size_t n, const char* what) {
+      if (size - at < n)
+        throw FormatError(path + ": truncated tokenizer file at byte " + std::to_string(at) + " (reading " + what +
+                          " of token " + std::to_string(pieces_.size()) + ")");
+    };
+    need(4, "max_token_length");
+    std::int32_t max_len;
+    std::memcpy(&max_len, p, 4);
+    at = 4;
+    if (max_len <= 0 || max_len > 1 << 16)
+      throw FormatError(path + ": implausible max_token_length " + std::to_string(max_len));
+    while (at < size) {
+      float score;
+      std::int32_t len;
+      need(8, "score and length");
+      std::memcpy(&score, p + at, 4);
+      std::memcpy(&len, p + at + 4, 4);
+      at += 8;
+      if (len < 0 || len > max_len)
+        throw FormatError(path + ": token " + std::to_string(pieces_.size()) + " has length " + std::to_string(len) +
+                          " (max_token_length " + std::to_string(max_len) + ")");
+      need(std::size_t(len), "bytes");
+      if (pieces_.size() >= std::size_t(1) << 28)
+        throw FormatError(path + ": more than 2^28 tokens");
+      pieces_.emplace_back(reinterpret_cast<const char*>(p + at), std::size_t(len));
+      scores_.push_back(score);
+      at += std::size_t(len);
+    }
+    if (pieces_.size() < 3 + 256)
+      throw FormatError(path + ": only " + std::to_string(pieces_.size()) +
+                        " tokens; expected at least 259 (specials and byte tokens)");
+    for (std::size_t i = 0; i < pieces_.size(); ++i) lookup_.emplace(pieces_[i], int(i));  // first wins
+  }
+
+  // Merges ids[first..] in place: while some adjacent pair concatenates to a token, the pair whose
+  // token scores highest (the leftmost of equals) becomes that token. Candidates wait in a
+  // priority queue; one made stale by an earlier merge is dropped when it comes up.
+  void merge(std::vector<std::int32_t>& ids, std::size_t first) const {
+    const std::size_t n = ids.size();
+    if (n < first + 2) return;
+    struct Symbol {
+      std::int32_t id;
+      std::ptrdiff_t prev, next;  // -1: none
+    };
+    std::vector<Symbol> symbols(n);
+    for (std::size_t i = first; i < n; ++i)
+      symbols[i] = {ids[i], i > first ? std::ptrdiff_t(i) - 1 : -1, i + 1 < n ? std::ptrdiff_t(i) + 1 : -1};
+    struct Candidate {
+      float score;
+      std::ptrdiff_t left, right;
+      std::int32_t left_id, right_id, merged;
+      bool operator<(const Candidate& o) const {  // the queue's top: highest score, then leftmost
+        return score < o.score || (score == o.score && left > o.left);
+      }
+    };
+    std::priority_queue<Candidate> queue;
+    const auto offer = [&](std::ptrdiff_t left, std::ptrdiff_t right) {
+      if (left < 0 || right < 0) return;
+      const Symbol &a = symbols[std::size_t(left)], &b = symbols[std::size_t(right)];
+      const auto it = lookup_.find(pieces_[std::size_t(a.id)] + pieces_[std::size_t(b.id)]);
+      if (it == lookup_.end() || !(scores_[std::size_t(it->second)] > -1e30f)) return;
+      queue.push({scores_[std::size_t(it->second)], left, right, a.id, b.id, it->second});
+    };
+    for (std::size_t i = first; i + 1 < n; ++i) offer(std::ptrdiff_t(i), std::ptrdiff_t(i) + 1);
+    while (!queue.empty()) {
+      const Candidate c = queue.top();
+      queue.pop();
+      Symbol& a = symbols[std::size_t(c.left)];
+      Symbol& b = symbols[std::size_t(c.right)];
+      if (a.next != c.right || a.id != c.left_id || b.id != c.right_id) continue;  // stale
+      a.id = c.merged;
+      a.next = b.next;
+      if (b.next >= 0) symbols[std::size_t(b.next)].prev = c.left;
+      b.id = -1;
+      offer(a.prev, c.left);
+      offer(c.left, a.next);
+    }
+    std::size_t out = first;
+    for (std::ptrdiff_t i = std::ptrdiff_t(first); i >= 0; i = symbols[std::size_t(i)].next)
+      ids[out++] = symbols[std::size_t(i)].id;
+    ids.resize(out);
+  }
+
   std::int32_t find(const std::string& s) const {
     const auto it = lookup_.find(s);
     if (it == lookup_.end()) throw FormatError("tokenizer has no token for \"" + s + "\"");

@@ -1,0 +1,98 @@
+// tpkit/engine/distributed_engine.hpp: the engine with one rank per process (MPI, NCCL, or any
+// backend whose world spans processes). Each process loads the checkpoint (memory-mapped: it
+// reads only its own slices) and runs its rank. Every process must pass the same model, options
+// and requests; that is checked, and a disagreement is an error on every rank rather than a
+// hang or wrong tokens.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "tpkit/comm/communicator.hpp"
+#include "tpkit/engine/agreement.hpp"
+#include "tpkit/engine/engine_base.hpp"
+#include "tpkit/engine/engine_rank.hpp"
+#include "tpkit/ops/host_ops.hpp"
+
+namespace tpkit {
+
+// With Ops = CudaOps (one GPU per process; NcclEngine in tpkit/engine/nccl_engine.cuh sets it
+// up) the backend must enqueue on the stream of `ops`' context. With HostOps and `ops`
+// default-constructed, the rank gets threads_per_rank threads.
+template <class Backend, class Ops = HostOps>
+class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Backend, Ops>> {
+  using Base = engine_detail::EngineBase<DistributedEngine<Backend, Ops>>;
+  using Base::checkpoint_, Base::options_, Base::tokenizer_, Base::stats_;
+
+ public:
+  // graph_max_rows: decode steps of up to this many sequences replay graphs where Ops can
+  // capture them (CudaOps); 0: never.
+  DistributedEngine(Communicator<Backend>& world, const std::string& model_path, EngineOptions options,
+                    std::optional<Ops> ops = std::nullopt, std::int64_t graph_max_rows = 0)
+      : Base(model_path, std::move(options)),
+        world_(world),
+        groups_((check_setup(), world), options_.layout()),
+        rank_(checkpoint_, options_, this->decoder(), world.rank(), ops ? *ops : default_ops(), graph_max_rows) {}
+
+  bool leader() const { return world_.rank() == options_.layout().leader(); }
+  using Base::config, Base::has_tokenizer, Base::generate;
+
+  // Collective over the world. Seeds drawn for unseeded requests are world rank 0's.
+  std::vector<GenerationResult> generate(const std::vector<std::vector<std::int32_t>>& prompts,
+                                         const std::vector<SamplingParams>& params, TokenCallback on_token = {}) {
+    std::vector<std::uint64_t> seeds = engine_detail::check_requests(config(), has_tokenizer(), prompts, params);
+    Fingerprint f;
+    f.add(prompts.size());
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      f.add(prompts[i].data(), prompts[i].size() * sizeof(std::int32_t));
+      const SamplingParams& p = params[i];
+      f.add(p.temperature), f.add(p.top_k), f.add(p.top_p), f.add(p.min_p), f.add(p.max_tokens), f.add(p.ignore_eos);
+      f.add(p.seed.has_value()), f.add(p.seed.value_or(0));
+      for (const auto& stop : p.stop) f.add(stop);
+    }
+    require_agreement(world_, f, "the requests");
+    // (Signed and unsigned views of the same integers may alias.)
+    if (!seeds.empty()) world_.broadcast(reinterpret_cast<std::int64_t*>(seeds.data()), seeds.size(), 0);
+    stats_ = {};
+    const auto start = std::chrono::steady_clock::now();
+    auto results = rank_.generate(groups_, prompts, params, seeds, on_token, &stats_);
+    stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return results;
+  }
+
+ private:
+  // HostOps with threads_per_rank threads (0: this host's cores over its ranks of this job);
+  // other policies default-constructed.
+  Ops default_ops() {
+    if constexpr (std::is_same_v<Ops, HostOps>) {
+      options_.threads_per_rank =
+          resolve_threads_per_rank(options_.threads_per_rank, ranks_on_this_host(world_.size()));
+      return HostOps(options_.threads_per_rank);
+    } else {
+      return Ops();
+    }
+  }
+
+  void check_setup() {
+    const EngineOptions& o = options_;
+    const ModelConfig& c = checkpoint_.config();
+    Fingerprint f;
+    f.add(o.tp_size), f.add(o.pp_size), f.add(o.micro_batches), f.add(int(o.dtype)), f.add(o.max_num_seqs);
+    f.add(o.max_num_batched_tokens), f.add(o.block_size), f.add(o.num_kv_blocks);
+    for (std::int64_t n : o.layers_per_stage) f.add(n);
+    f.add(c.hidden_size), f.add(c.num_layers), f.add(c.num_heads), f.add(c.num_kv_heads), f.add(c.vocab_size);
+    f.add(tokenizer_ != nullptr);
+    require_agreement(world_, f, "the model or the engine options");
+  }
+
+  Communicator<Backend>& world_;
+  ParallelGroups<Backend> groups_;
+  EngineRank<Backend, Ops> rank_;
+};
+
+}  // namespace tpkit

@@ -1,0 +1,47 @@
+// tpkit/engine/request.hpp: what a caller asks of the engine and gets back. SamplingParams are
+// the sampling rule (tpkit/sampling/sampler.hpp) plus what only the engine acts on: the seed of
+// the request's generator, max_tokens, stop strings and ignore_eos.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tpkit/core/error.hpp"
+#include "tpkit/sampling/sampler.hpp"
+
+namespace tpkit {
+
+struct SamplingParams : SamplingRule {
+  std::optional<std::uint64_t> seed;  // none: drawn per request; with one, a request repeats exactly
+  int max_tokens = 64;
+  std::vector<std::string> stop;  // stop strings (need a tokenizer)
+  bool ignore_eos = false;
+
+  void validate() const {
+    SamplingRule::validate();
+    TPKIT_REQUIRE(max_tokens >= 1, "max_tokens must be >= 1 (got ", max_tokens, ")");
+    for (const auto& s : stop) TPKIT_REQUIRE(!s.empty(), "stop strings must not be empty");
+  }
+};
+
+struct GenerationResult {
+  std::vector<std::int32_t> prompt_ids, token_ids;  // token_ids: generated, without EOS
+  std::string text;                                 // decoded generation (empty without a tokenizer)
+  std::string finish_reason;                        // "stop", "length" or "error: ..."
+};
+
+struct GenerationStats {
+  std::int64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, preemptions = 0;
+  std::int64_t graph_steps = 0;  // steps whose layers ran from a CUDA graph (on the leader)
+  double seconds = 0;
+};
+
+// Called on each new token: request index, token id (-1 for the end-of-sequence token), and
+// the text that became final with it.
+using TokenCallback = std::function<void(std::size_t, std::int32_t, std::string_view)>;
+
+}  // namespace tpkit

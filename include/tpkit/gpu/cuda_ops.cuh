@@ -1,0 +1,359 @@
+// tpkit/gpu/cuda_ops.cuh: CudaOps, the execution policy that runs tpkit's layers and model on
+// a GPU. It has the members of HostOps (tpkit/ops/host_ops.hpp) over device memory:
+// Layer<T, CudaOps> and TransformerModel<T, CudaOps> are the host code unchanged, with weights,
+// activations and the KV cache in device memory.
+//
+// A CudaOps is a handle to a CudaContext (tpkit/gpu/context.cuh): every call launches on that
+// context's stream and returns without waiting, except where a result comes back to the host
+// (row_argmax, sample, download) or host memory is read after the call (load_block). Launcher
+// Status codes and CUDA errors become tpkit::Error here (the layer error layer).
+// Needs: CUDA (nvcc; link tpkit::cuda).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include "tpkit/core/tensor.hpp"
+#include "tpkit/gpu/context.cuh"
+#include "tpkit/kernels/fused_kernels.cuh"
+#include "tpkit/kernels/gemm.cuh"
+#include "tpkit/kernels/paged_attention.cuh"
+#include "tpkit/kernels/sampling.cuh"
+#include "tpkit/ops/host_ops.hpp"
+#include "tpkit/ops/step.hpp"
+#include "tpkit/parallel/shard.hpp"
+#include "tpkit/sampling/sampler.hpp"
+
+namespace tpkit {
+
+class CudaOps {
+ public:
+  static constexpr MemoryKind memory = MemoryKind::device;
+  template <class T>
+  using Buffer = gpu::DeviceBuffer<T>;
+
+  // A handle without a context: every call throws (layers built without one fail at once).
+  CudaOps() = default;
+  explicit CudaOps(gpu::CudaContext& context) : context_(&context) {}
+
+  gpu::CudaContext& context() const {
+    if (!context_) throw Error("CudaOps has no CUDA context: construct it as CudaOps(context)");
+    return *context_;
+  }
+  cudaStream_t stream() const { return context().stream(); }
+
+  // Converts on the host (load_host_block reads only the block), then copies it up.
+  template <class T>
+  void load_block(const RawTensorView& src, Range rows, Range cols, T* dst, std::int64_t dst_ld) const {
+    std::vector<T> staged(std::size_t(rows.size() * cols.size()));
+    load_host_block(src, rows, cols, staged.data(), cols.size());
+    gpu::check_cuda(cudaMemcpy2DAsync(dst, std::size_t(dst_ld) * sizeof(T), staged.data(),
+                                      std::size_t(cols.size()) * sizeof(T), std::size_t(cols.size()) * sizeof(T),
+                                      std::size_t(rows.size()), cudaMemcpyHostToDevice, stream()),
+                    "loading weights to the device");
+    context().synchronize("loading weights to the device");  // `staged` is freed on return
+  }
+
+  template <class T>
+  void fill_zero(T* dst, std::size_t count) const {
+    gpu::check_cuda(cudaMemsetAsync(dst, 0, count * sizeof(T), stream()), "cudaMemsetAsync");
+  }
+  template <class T>
+  void copy(const T* src, T* dst, std::size_t count) const {
+    gpu::check_cuda(cudaMemcpyAsync(dst, src, count * sizeof(T), cudaMemcpyDeviceToDevice, stream()), "device copy");
+  }
+  // To host memory; waits for the copy.
+  template <class T>
+  void download(const T* src, T* host, std::size_t count) const {
+    gpu::check_cuda(cudaMemcpyAsync(host, src, count * sizeof(T), cudaMemcpyDeviceToHost, stream()), "download");
+    context().synchronize("download");
+  }
+  // From pageable host memory: the runtime stages it before returning, so `host` may be reused.
+  template <class T>
+  void upload(const T* host, T* dst, std::size_t count) const {
+    gpu::check_cuda(cudaMemcpyAsync(dst, host, count * sizeof(T), cudaMemcpyHostToDevice, stream()), "upload");
+  }
+
+  template <class T, class Out>
+  void linear(const T* x, std::int64_t ldx, std::int64_t batch, const T* w, std::int64_t ldw, std::int64_t N,
+              std::int64_t K, const T* bias, Out* y, std::int64_t ldy) const {
+    TPKIT_REQUIRE((std::is_same_v<Out, T> || bias == nullptr),
+                  "a linear layer with float output from 16-bit weights takes no bias");
+    gpu::CudaContext& c = context();
+    gpu::check_status(gpu::linear<T, Out>(c.lt(), c.gemm_plans(), x, ldx, batch, w, ldw, N, K, bias, y, ldy,
+                                          c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
+                      "cuBLASLt linear");
+  }
+
+  template <class T>
+  void add_bias(T* y, std::int64_t ldy, std::int64_t batch, const T* bias, std::int64_t N) const {
+    gpu::check_status(gpu::add_bias(y, ldy, batch, bias, N, stream()), "add_bias");
+  }
+  template <class T>
+  void rms_norm(const T* x, std::int64_t ldx, std::int64_t rows, std::int64_t cols, const float* weight, float eps,
+                T* y, std::int64_t ldy) const {
+    gpu::check_status(gpu::rms_norm(x, ldx, rows, cols, weight, eps, y, ldy, stream()), "rms_norm");
+  }
+  template <class T>
+  void rope(T* x, std::int64_t ld, std::int64_t rows, int heads, std::int64_t head_dim, const float* cos,
+            const float* sin, bool interleaved) const {
+    gpu::check_status(gpu::rope(x, ld, rows, heads, head_dim, cos, sin, interleaved, stream()), "rope");
+  }
+  template <class T>
+  void silu_and_mul(const T* gate_up, std::int64_t rows, std::int64_t n, T* out) const {
+    gpu::check_status(gpu::silu_and_mul(gate_up, rows, n, out, stream()), "silu_and_mul");
+  }
+  template <class T>
+  void add(T* x, const T* y, std::int64_t n) const {
+    gpu::check_status(gpu::add(x, y, n, stream()), "add");
+  }
+
+  // ids are host memory (checked by the embedding layer); they go up through staging.
+  template <class T>
+  void gather_rows(const T* table, std::int64_t first_id, std::int64_t rows, std::int64_t width,
+                   const std::int32_t* ids, std::int64_t count, T* out, std::int64_t ldo) const {
+    if (count == 0) return;
+    std::int32_t* d_ids = context().staging<std::int32_t>(std::size_t(count));
+    upload(ids, d_ids, std::size_t(count));
+    gpu::check_status(gpu::embedding_lookup(d_ids, count, table, first_id, rows, width, out, ldo, stream()),
+                      "embedding lookup");
+  }
+
+  // Per row: the largest value and its lowest index, returned to host memory (waits).
+  template <class V>
+  void row_argmax(const V* values, std::int64_t ld, std::int64_t batch, std::int64_t N, float* best_value,
+                  std::int64_t* best_index) const {
+    if (batch == 0) return;
+    gpu::CudaContext& c = context();
+    float* d_value = c.staging<float>(std::size_t(batch), 0);
+    std::int64_t* d_index = c.staging<std::int64_t>(std::size_t(batch), 1);
+    gpu::check_status(gpu::row_argmax(values, ld, batch, N, d_value, d_index, c.stream()), "row_argmax");
+    gpu::check_cuda(
+        cudaMemcpyAsync(best_value, d_value, std::size_t(batch) * sizeof(float), cudaMemcpyDeviceToHost, c.stream()),
+        "row_argmax result");
+    gpu::check_cuda(cudaMemcpyAsync(best_index, d_index, std::size_t(batch) * sizeof(std::int64_t),
+                                    cudaMemcpyDeviceToHost, c.stream()),
+                    "row_argmax result");
+    c.synchronize("row_argmax");
+  }
+
+  // tokens[r] (host memory) = a token sampled on the device from row r of `logits` under
+  // requests[r]: the draws are taken on the host, as HostOps takes them, and only the tokens
+  // come back. A step where every row is greedy takes the row argmax instead of the sort.
+  struct SamplingState {
+    gpu::SamplingPlan plan;
+    Buffer<unsigned char> workspace;
+    Buffer<gpu::SamplingRow> rows;
+    Buffer<std::int32_t> tokens;
+    std::vector<gpu::SamplingRow> host_rows;
+    std::vector<float> best_value;
+    std::vector<std::int64_t> best_index;
+  };
+  void sample(SamplingState& s, const float* logits, std::int64_t rows, std::int64_t vocab,
+              const SampleRequest* requests, std::int32_t* tokens) const {
+    if (rows == 0) return;
+    bool all_greedy = true;
+    s.host_rows.resize(std::size_t(rows));
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const SamplingRule& p = *requests[r].rule;
+      gpu::SamplingRow& row = s.host_rows[std::size_t(r)];
+      row.temperature = p.temperature, row.top_k = p.top_k, row.top_p = p.top_p, row.min_p = p.min_p;
+      row.u = p.greedy() ? 0.0 : uniform_draw(*requests[r].rng);
+      all_greedy &= p.greedy();
+    }
+    if (all_greedy) {
+      s.best_value.resize(std::size_t(rows)), s.best_index.resize(std::size_t(rows));
+      row_argmax(logits, vocab, rows, vocab, s.best_value.data(), s.best_index.data());
+      for (std::int64_t r = 0; r < rows; ++r) tokens[r] = std::int32_t(s.best_index[std::size_t(r)]);
+      return;
+    }
+    if (s.plan.rows != rows || s.plan.vocab != vocab) {
+      gpu::check_status(gpu::plan_sampling(int(rows), vocab, &s.plan), "sampling plan");
+      s.workspace.reserve_at_least(s.plan.workspace_bytes);
+    }
+    s.rows.reserve_at_least(std::size_t(rows));
+    s.tokens.reserve_at_least(std::size_t(rows));
+    upload(s.host_rows.data(), s.rows.data(), std::size_t(rows));
+    gpu::check_status(
+        gpu::sample_rows(s.plan, logits, vocab, s.rows.data(), s.workspace.data(), s.tokens.data(), stream()),
+        "sampling");
+    download(s.tokens.data(), tokens, std::size_t(rows));
+  }
+
+  // One step's attention metadata on the device: K/V slots per row, the block tables, and
+  // either decode lengths (every sequence brings one token) or prefill tiles.
+  struct StepState {
+    std::int64_t rows = 0;
+    int num_seqs = 0, max_blocks = 0;
+    bool decode = false;  // one row per sequence: the flash-decoding kernel
+    std::int64_t max_span = 0;
+    int num_tiles = 0;
+    Buffer<std::int64_t> slots;
+    Buffer<std::int32_t> block_tables, context_lens;
+    Buffer<gpu::PrefillTile> tiles;
+    Buffer<unsigned char> workspace;
+    std::vector<std::int32_t> host_tables, host_lens;
+    std::vector<std::int64_t> first_row, count, start;
+    std::vector<gpu::PrefillTile> host_tiles;
+
+    // The device buffers a captured step reads (see run_graph).
+    void append_addresses(std::vector<const void*>& out) const {
+      for (const void* p : {static_cast<const void*>(slots.data()), static_cast<const void*>(block_tables.data()),
+                            static_cast<const void*>(context_lens.data()), static_cast<const void*>(tiles.data()),
+                            static_cast<const void*>(workspace.data())})
+        out.push_back(p);
+    }
+  };
+
+  template <class Shape>
+  void prepare_step(StepState& s, const StepLayout& layout, const Shape& shape) const {
+    s.rows = std::int64_t(layout.slots.size());
+    s.num_seqs = int(layout.sequences.size());
+    s.max_blocks = 1;
+    s.decode = true;
+    s.max_span = 0;
+    for (const StepLayout::Sequence& q : layout.sequences) {
+      s.max_blocks = std::max(s.max_blocks, int(q.blocks->size()));
+      s.decode &= q.count == 1;
+      s.max_span = std::max(s.max_span, q.start_position + q.count);
+    }
+    if (layout.table_width > 0) {  // a fixed shape: the same plan and arguments for every such step
+      TPKIT_REQUIRE(layout.table_width >= s.max_blocks, "a step's block tables are wider than its table_width");
+      s.max_blocks = int(layout.table_width);
+      s.max_span = layout.table_width * shape.block_size;
+    }
+    s.slots.reserve_at_least(layout.slots.size());
+    upload(layout.slots.data(), s.slots.data(), layout.slots.size());
+    s.host_tables.assign(std::size_t(s.num_seqs) * std::size_t(s.max_blocks), 0);
+    for (int i = 0; i < s.num_seqs; ++i) {
+      const auto& blocks = *layout.sequences[std::size_t(i)].blocks;
+      std::copy(blocks.begin(), blocks.end(), s.host_tables.begin() + std::ptrdiff_t(i) * s.max_blocks);
+    }
+    s.block_tables.reserve_at_least(s.host_tables.size());
+    upload(s.host_tables.data(), s.block_tables.data(), s.host_tables.size());
+    if (s.decode) {
+      s.host_lens.clear();
+      for (const StepLayout::Sequence& q : layout.sequences) s.host_lens.push_back(std::int32_t(q.start_position + 1));
+      s.context_lens.reserve_at_least(s.host_lens.size());
+      upload(s.host_lens.data(), s.context_lens.data(), s.host_lens.size());
+      return;
+    }
+    s.first_row.clear(), s.count.clear(), s.start.clear();
+    for (const StepLayout::Sequence& q : layout.sequences)
+      s.first_row.push_back(q.first_row), s.count.push_back(q.count), s.start.push_back(q.start_position);
+    gpu::check_status(gpu::make_prefill_tiles(int(shape.head_dim), s.num_seqs, s.first_row.data(), s.count.data(),
+                                              s.start.data(), s.host_tiles),
+                      "prefill tiles");
+    s.num_tiles = int(s.host_tiles.size());
+    s.tiles.reserve_at_least(s.host_tiles.size());
+    upload(s.host_tiles.data(), s.tiles.data(), s.host_tiles.size());
+  }
+
+  // Decode steps replayed from CUDA graphs (tpkit/engine/step_runner.hpp): one graph per
+  // step shape (key). The first step of a shape runs eagerly, which sizes every buffer it uses
+  // and loads its kernels; the second is captured and replayed, and later ones are replayed.
+  // A graph is captured again when a buffer it reads has moved (`addresses` differ).
+  class StepGraphs {
+   public:
+    std::int64_t captures = 0, replays = 0;
+
+   private:
+    friend class CudaOps;
+    struct DestroyExec {
+      void operator()(cudaGraphExec_t exec) const { cudaGraphExecDestroy(exec); }
+    };
+    struct Graph {
+      std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, DestroyExec> exec;
+      std::vector<const void*> addresses;  // the buffers it reads, as captured
+      bool warmed = false;                 // ran eagerly once
+    };
+    std::map<std::int64_t, Graph> graphs_;
+  };
+
+  template <class Body>
+  void run_graph(StepGraphs& graphs, std::int64_t key, const std::vector<const void*>& addresses, Body&& body) const {
+    StepGraphs::Graph& g = graphs.graphs_[key];
+    if (g.exec && g.addresses != addresses) g.exec.reset();
+    if (!g.warmed) {
+      body();
+      g.warmed = true;
+      return;
+    }
+    const cudaStream_t s = stream();
+    if (!g.exec) {
+      // Relaxed: the layers ask the runtime about pointers (the backends' memory checks), which
+      // no mode needs to forbid; the body allocates nothing, as its eager run sized everything.
+      gpu::check_cuda(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), "beginning a decode-step capture");
+      try {
+        body();
+      } catch (...) {
+        cudaGraph_t partial = nullptr;
+        cudaStreamEndCapture(s, &partial);
+        if (partial) cudaGraphDestroy(partial);
+        cudaGetLastError();
+        throw;
+      }
+      cudaGraph_t captured = nullptr;
+      gpu::check_cuda(cudaStreamEndCapture(s, &captured),
+                      "capturing a decode step in a CUDA graph (enforce_eager runs without graphs)");
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t instantiated = cudaGraphInstantiate(&exec, captured, 0);
+      cudaGraphDestroy(captured);
+      gpu::check_cuda(instantiated, "instantiating a decode-step graph");
+      g.exec.reset(exec);
+      g.addresses = addresses;
+      ++graphs.captures;
+    }
+    gpu::check_cuda(cudaGraphLaunch(g.exec.get(), s), "replaying a decode-step graph");
+    ++graphs.replays;
+  }
+
+  template <class T, class Cache>
+  void write_kv(Cache& cache, std::int64_t layer, const StepState& s, const T* k, const T* v, std::int64_t ld) const {
+    const std::int64_t width = cache.shape().slot_elements();
+    gpu::check_status(
+        gpu::write_kv(k, v, ld, s.rows, s.slots.data(), width, cache.key(layer, 0), cache.value(layer, 0), stream()),
+        "write_kv");
+  }
+
+  template <class T, class Cache>
+  void paged_attention(const Cache& cache, std::int64_t layer, const HeadPartition& heads, const T* q, std::int64_t ldq,
+                       StepState& s, float scale, std::int64_t window, T* out, std::int64_t ldo) const {
+    if (s.rows == 0) return;
+    const int hd = int(cache.shape().head_dim);
+    if (s.decode) {
+      gpu::PagedDecodePlan plan;
+      gpu::check_status(gpu::plan_paged_decode(s.num_seqs, heads.local_q_heads(), hd, s.max_span, &plan),
+                        "paged decode plan");
+      s.workspace.reserve_at_least(plan.workspace_bytes);
+      gpu::PagedDecodeArgs a;
+      a.q = q, a.ldq = ldq, a.k_cache = cache.key(layer, 0), a.v_cache = cache.value(layer, 0);
+      a.kv_heads = heads.local_kv_heads(), a.q_head_begin = int(heads.q_heads.begin);
+      a.kv_head_begin = int(heads.kv_heads.begin), a.group_size = heads.group_size;
+      a.block_tables = s.block_tables.data(), a.max_blocks_per_seq = s.max_blocks,
+      a.context_lens = s.context_lens.data();
+      a.page_size = int(cache.shape().block_size), a.scale = scale, a.window = int(window), a.out = out, a.ldo = ldo;
+      gpu::check_status(gpu::paged_decode<T>(plan, a, s.workspace.data(), stream()), "paged decode attention");
+      return;
+    }
+    gpu::PagedPrefillArgs a;
+    a.q = q, a.ldq = ldq, a.k_cache = cache.key(layer, 0), a.v_cache = cache.value(layer, 0);
+    a.kv_heads = heads.local_kv_heads(), a.q_head_begin = int(heads.q_heads.begin);
+    a.kv_head_begin = int(heads.kv_heads.begin), a.group_size = heads.group_size;
+    a.block_tables = s.block_tables.data(), a.max_blocks_per_seq = s.max_blocks, a.tiles = s.tiles.data();
+    a.num_tiles = s.num_tiles, a.num_q_heads = heads.local_q_heads(), a.page_size = int(cache.shape().block_size);
+    a.scale = scale, a.window = int(window), a.out = out, a.ldo = ldo;
+    gpu::check_status(gpu::paged_prefill<T>(a, hd, stream()), "paged prefill attention");
+  }
+
+ private:
+  gpu::CudaContext* context_ = nullptr;
+};
+
+}  // namespace tpkit

@@ -1,0 +1,23 @@
+# The programs of a consumer of tpkit's optional targets: for each part named in
+# TPKIT_CONSUMER_PARTS (comma-separated: mpi, nccl, cuda) one program that includes its headers
+# and links only that target. They are built, not run (they would need a launcher or a GPU).
+string(REPLACE "," ";" tpkit_consumer_parts "${TPKIT_CONSUMER_PARTS}")
+foreach(part IN LISTS tpkit_consumer_parts)
+  if(part STREQUAL "mpi")
+    add_executable(mpi_demo ${CMAKE_CURRENT_LIST_DIR}/mpi_demo.cpp)
+    target_link_libraries(mpi_demo PRIVATE tpkit::mpi)
+  elseif(part STREQUAL "nccl")
+    add_executable(nccl_demo ${CMAKE_CURRENT_LIST_DIR}/nccl_demo.cpp)
+    target_link_libraries(nccl_demo PRIVATE tpkit::nccl)
+  elseif(part STREQUAL "cuda")
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 90)
+    endif()
+    enable_language(CUDA)
+    add_executable(cuda_demo ${CMAKE_CURRENT_LIST_DIR}/cuda_demo.cu)
+    target_link_libraries(cuda_demo PRIVATE tpkit::cuda)
+    target_compile_features(cuda_demo PRIVATE cxx_std_17)
+  elseif(NOT part STREQUAL "")
+    message(FATAL_ERROR "unknown tpkit part \"${part}\"")
+  endif()
+endforeach()
