@@ -27,8 +27,8 @@
 #include <string>
 #include <vector>
 
-#include <tpkit/gpu/cuda_ops.cuh>
 #include <tpkit/engine/step_runner.hpp>
+#include <tpkit/gpu/cuda_ops.cuh>
 #include <tpkit/gpu/device_mock.cuh>
 #include <tpkit/kernels/sampling.cuh>
 #include <tpkit/model/transformer.hpp>
@@ -83,7 +83,7 @@ double gemm_flops(tpkit::gpu::CudaContext& c) {
   const double t = time_median(c.stream(), 10, [&] {
     tpkit::gpu::check_status(
         tpkit::gpu::linear<bfloat16, bfloat16>(c.lt(), c.gemm_plans(), x.data(), n, n, w.data(), n, n, n, nullptr,
-                                                y.data(), n, c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
+                                               y.data(), n, c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
         "gemm");
   });
   return 2.0 * double(n) * double(n) * double(n) / t;
@@ -119,8 +119,7 @@ void attention(tpkit::gpu::CudaContext& c, double copy_bw) {
         a.group_size = group, a.block_tables = d_tables.data(), a.max_blocks_per_seq = blocks_per_seq;
         a.context_lens = d_lens.data(), a.page_size = page, a.scale = 0.088f, a.out = out.data(), a.ldo = q_heads * hd;
         const double t = time_median(c.stream(), 10, [&] {
-          tpkit::gpu::check_status(tpkit::gpu::paged_decode<bfloat16>(plan, a, ws.data(), c.stream()),
-                                    "paged_decode");
+          tpkit::gpu::check_status(tpkit::gpu::paged_decode<bfloat16>(plan, a, ws.data(), c.stream()), "paged_decode");
         });
         std::printf("| %d | %d | %d | %.1f MB | %.1f us | %.0f GB/s | %.0f%% |\n", group, batch, context,
                     kv_bytes / 1e6, t * 1e6, kv_bytes / t / 1e9, 100.0 * kv_bytes / t / copy_bw);
@@ -146,9 +145,9 @@ void linears(tpkit::gpu::CudaContext& c, double copy_bw) {
       fill_random(w.data(), w.size(), 7), fill_random(x.data(), x.size(), 8);
       const double t = time_median(c.stream(), 20, [&] {
         tpkit::gpu::check_status(tpkit::gpu::linear<bfloat16, bfloat16>(
-                                      c.lt(), c.gemm_plans(), x.data(), s.k, batch, w.data(), s.k, s.n, s.k, nullptr,
-                                      y.data(), s.n, c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
-                                  "linear");
+                                     c.lt(), c.gemm_plans(), x.data(), s.k, batch, w.data(), s.k, s.n, s.k, nullptr,
+                                     y.data(), s.n, c.gemm_workspace(), c.gemm_workspace_bytes(), c.stream()),
+                                 "linear");
       });
       const double bytes = double(s.n * s.k) * 2;
       std::printf("| %s | %lld x %lld | %lld | %.1f us | %.0f GB/s | %.0f%% |\n", s.name, (long long)s.n,

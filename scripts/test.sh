@@ -6,9 +6,13 @@ cd "$(dirname "$0")/.."
 
 catch2_header=/usr/include/catch2/catch.hpp
 [ -f /usr/include/catch2/catch_all.hpp ] && catch2_header=/usr/include/catch2/catch_all.hpp
-# Open MPI: the MPI backend and the multi-process engine are tested under mpirun.
+# Open MPI: the MPI backend and the multi-process engine are tested under mpirun. CLI11: the
+# examples' command lines. clang and its runtime: the libFuzzer targets (fuzz/). locales: the
+# comma-decimal locale the loaders are tested under (built with localedef at test time).
 bash scripts/ensure-packages.sh cmake=cmake g++=g++ make=make "$catch2_header=catch2" mpirun=openmpi-bin \
-  mpicxx=libopenmpi-dev
+  mpicxx=libopenmpi-dev /usr/include/CLI/CLI.hpp=libcli11-dev clang++=clang \
+  /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a=libclang-rt-14-dev \
+  /usr/share/i18n/locales/de_DE=locales
 
 build=${TPKIT_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${TPKIT_CMAKE_ARGS:-}

@@ -236,8 +236,8 @@ TEST_CASE("rendezvous exchanges tokens in rank order and is checked like the col
                                        float x[8] = {};
                                        if (comm.rank() == 0)
                                          comm.backend().rendezvous(
-                                             CallSignature::all_reduce(8, DType::f32, ReduceOp::sum), &x,
-                                             sizeof(void*), [](const std::vector<mock_detail::Entry>&) {});
+                                             CallSignature::all_reduce(8, DType::f32, ReduceOp::sum), &x, sizeof(void*),
+                                             [](const std::vector<mock_detail::Entry>&) {});
                                        else
                                          comm.all_reduce(x, 8);
                                      },
@@ -259,10 +259,10 @@ TEST_CASE("rendezvous exchanges tokens in rank order and is checked like the col
 // included, and two calls whose counts differ but sum the same do not match.
 TEST_CASE("call signatures: encoded, decoded, and compared with their per-rank counts", "[comm][misuse]") {
   const std::size_t a_counts[3] = {3, 1, 2}, b_counts[3] = {2, 2, 2};
-  const std::vector<CallSignature> calls = {
-      CallSignature::all_reduce(7, DType::bf16, ReduceOp::max), CallSignature::all_gather(a_counts, 3, DType::f32),
-      CallSignature::reduce_scatter(b_counts, 3, DType::f16, ReduceOp::sum), CallSignature::broadcast(5, DType::i64, 2),
-      CallSignature::barrier()};
+  const std::vector<CallSignature> calls = {CallSignature::all_reduce(7, DType::bf16, ReduceOp::max),
+                                            CallSignature::all_gather(a_counts, 3, DType::f32),
+                                            CallSignature::reduce_scatter(b_counts, 3, DType::f16, ReduceOp::sum),
+                                            CallSignature::broadcast(5, DType::i64, 2), CallSignature::barrier()};
   for (const CallSignature& c : calls) {
     std::vector<std::int64_t> words(CallSignature::words(3));
     c.encode(words.data(), 3);
@@ -278,12 +278,12 @@ TEST_CASE("call signatures: encoded, decoded, and compared with their per-rank c
   std::vector<std::int64_t> garbage(CallSignature::words(3), 99);
   REQUIRE(!CallSignature::decode(garbage.data(), 3).same_call(a));  // words from a foreign build match nothing
 
-  expect_failure<CollectiveMismatch>(2,
-                                     [](Communicator<MockBackend>& comm) {
-                                       std::vector<std::size_t> counts = {comm.rank() == 0 ? 3u : 2u,
-                                                                          comm.rank() == 0 ? 1u : 2u};
-                                       std::vector<float> in(3), out(4);
-                                       comm.all_gather(in.data(), out.data(), counts);
-                                     },
-                                     with_timeout(10s), {"counts=[3,1]", "counts=[2,2]"});
+  expect_failure<CollectiveMismatch>(
+      2,
+      [](Communicator<MockBackend>& comm) {
+        std::vector<std::size_t> counts = {comm.rank() == 0 ? 3u : 2u, comm.rank() == 0 ? 1u : 2u};
+        std::vector<float> in(3), out(4);
+        comm.all_gather(in.data(), out.data(), counts);
+      },
+      with_timeout(10s), {"counts=[3,1]", "counts=[2,2]"});
 }

@@ -97,8 +97,7 @@ TEST_CASE("logits agree with the float64 reference", "[engine][golden]") {
 // Threads inside a rank (HostOps(n)) compute every output element as one thread does: the
 // logits of a step over all five prompts at once (the LM head, the linear layers and attention
 // all large enough to be split) are bitwise those of one thread, at TP 1 and 2, in f32 and bf16.
-TEMPLATE_TEST_CASE("logits are bitwise the same at any thread count per rank", "[engine][threads]", float,
-                   bfloat16) {
+TEMPLATE_TEST_CASE("logits are bitwise the same at any thread count per rank", "[engine][threads]", float, bfloat16) {
   const Checkpoint ckpt = Checkpoint::open(kBin);
   const std::int64_t V = ckpt.config().vocab_size;
   const int tp = GENERATE(1, 2);

@@ -60,8 +60,7 @@ TEST_CASE("a thread pool runs every part once per call and rethrows a part's fai
   REQUIRE(HostOps(3).threads() == 3);
 }
 
-TEMPLATE_TEST_CASE("HostOps::linear is bitwise the same at any thread count", "[ops][threads]", float, bfloat16,
-                   half) {
+TEMPLATE_TEST_CASE("HostOps::linear is bitwise the same at any thread count", "[ops][threads]", float, bfloat16, half) {
   using T = TestType;
   ref::Rng rng(41);
   // Batch 1 and 3 (4-column and 2-column tiles), 67 (past the 64-row batch block); N not a

@@ -88,7 +88,8 @@ std::vector<std::int32_t> quadratic_merge(const std::vector<std::string>& pieces
 
 TEST_CASE("safetensors: a shape whose byte count wraps 2^64 is refused, not overrun", "[hardening]") {
   // [2^32, 2^30] F32 is 2^64 bytes: 0 after wrapping, which the offsets [0, 0] would match.
-  const auto file = safetensors(R"({"w": {"dtype": "F32", "shape": [4294967296, 1073741824], "data_offsets": [0, 0]}})", 16);
+  const auto file =
+      safetensors(R"({"w": {"dtype": "F32", "shape": [4294967296, 1073741824], "data_offsets": [0, 0]}})", 16);
   REQUIRE_THAT(parse_error(file), Catch::Contains("tensor \"w\"") && Catch::Contains("more bytes than any file"));
   const auto big =
       safetensors(R"({"w": {"dtype": "F64", "shape": [1099511627776, 1099511627776], "data_offsets": [0, 8]}})", 16);
@@ -131,8 +132,7 @@ TEST_CASE("config.json: values past tpkit's limits are refused before anything i
                Catch::Contains("num_hidden_layers") && Catch::Contains("expected an integer in [0, 4096]"));
   REQUIRE_THAT(config_error(config_with("head_dim", "1099511627776")), Catch::Contains("head_dim"));
   // 2^32 + 8 heads used to narrow to 8 and run.
-  REQUIRE_THAT(config_error(config_with("num_attention_heads", "4294967304")),
-               Catch::Contains("num_attention_heads"));
+  REQUIRE_THAT(config_error(config_with("num_attention_heads", "4294967304")), Catch::Contains("num_attention_heads"));
   REQUIRE_THAT(config_error(config_with("vocab_size", "9223372036854775808")), Catch::Contains("vocab_size"));
   // Within each limit but not a plausible model together: 4096 heads of 4096.
   std::string wide = config_with("head_dim", "4096");
@@ -183,8 +183,8 @@ TEST_CASE("llama2.c tokenizer: the queue-based merges equal the rescanning ones,
     std::snprintf(hex, sizeof hex, "<0x%02X>", b);
     pieces.push_back(hex), scores.push_back(0);
   }
-  for (const char* p : {" ", "a", "b", "c", "d", "ab", "bc", "cd", "abc", "bcd", " a", " ab", "aa", "aaa", "dd",
-                        "abcd", " abc", "ca", "cab"}) {
+  for (const char* p : {" ", "a", "b", "c", "d", "ab", "bc", "cd", "abc", "bcd", " a", " ab", "aa", "aaa", "dd", "abcd",
+                        " abc", "ca", "cab"}) {
     pieces.push_back(p);
     scores.push_back(float(std::string(p).size() % 3) - float(pieces.size() % 4));  // many ties
   }

@@ -86,8 +86,8 @@ void column_and_row(int tp, int batch, bool with_bias) {
   std::vector<std::vector<double>> reduced(static_cast<std::size_t>(tp));
   tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
     const CudaOps ops(*contexts[std::size_t(comm.rank())]);
-    RowParallelLinear<T, CudaOps> layer(ops, test::raw(w2, in, mid),
-                                        b2.empty() ? RawTensorView{} : test::raw(b2, in), {comm.rank(), tp});
+    RowParallelLinear<T, CudaOps> layer(ops, test::raw(w2, in, mid), b2.empty() ? RawTensorView{} : test::raw(b2, in),
+                                        {comm.rank(), tp});
     const Range r = layer.input_range();
     std::vector<float> local;
     for (int b = 0; b < batch; ++b)

@@ -154,8 +154,8 @@ void back_to_back(int ranks) {
     for (int step = 0; step < steps; ++step) {
       const std::size_t n = std::size_t(1024) << (step / 20 % 7);
       comm.all_reduce(x, n, ReduceOp::max);
-      tpkit::gpu::check_status(
-          tpkit::gpu::add(x, increment, std::int64_t(n), contexts[std::size_t(r)]->stream()), "add");
+      tpkit::gpu::check_status(tpkit::gpu::add(x, increment, std::int64_t(n), contexts[std::size_t(r)]->stream()),
+                               "add");
     }
     final_values[std::size_t(r)] = to_host(x, max_n);
     cudaFree(x), cudaFree(increment);

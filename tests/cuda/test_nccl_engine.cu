@@ -29,8 +29,7 @@ std::vector<std::vector<std::int32_t>> run_rank(const std::string& path, const s
   GpuOptions gpu;
   gpu.device = rank;
   gpu.gpu_memory_utilization = 0.5;
-  NcclEngine process([&](cudaStream_t stream) { return NcclBackend::create(id, rank, size, stream); }, path, o,
-                     gpu);
+  NcclEngine process([&](cudaStream_t stream) { return NcclBackend::create(id, rank, size, stream); }, path, o, gpu);
   return stories::token_ids(
       process.engine().generate(g.prompt_ids, std::vector<SamplingParams>(g.prompt_ids.size(), stories::greedy(64))));
 }

@@ -94,7 +94,7 @@ void run_case(const Case& c, std::mt19937& rng) {
   T* d_out = poisoned<T>(out_count);
 
   bool ok = tpkit::gpu::write_kv(d_qkv + q_width, d_qkv + q_width + width, std::int64_t(ld), rows, d_slots,
-                                  std::int64_t(width), d_k, d_v, nullptr) == tpkit::gpu::Status::ok;
+                                 std::int64_t(width), d_k, d_v, nullptr) == tpkit::gpu::Status::ok;
   tpkit::gpu::PagedPrefillArgs a;
   a.q = d_qkv, a.ldq = std::int64_t(ld), a.k_cache = d_k, a.v_cache = d_v, a.kv_heads = kv_heads;
   a.q_head_begin = c.q_head_begin, a.kv_head_begin = kv_begin, a.group_size = c.group;

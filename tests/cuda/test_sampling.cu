@@ -189,8 +189,7 @@ void sweep(std::int64_t vocab, const Case& c) {
 void errors() {
   tpkit::gpu::SamplingPlan plan;
   expect(tpkit::gpu::plan_sampling(1, 0, &plan) == tpkit::gpu::Status::invalid_argument, "vocab 0 is refused");
-  expect(tpkit::gpu::plan_sampling(-1, 10, &plan) == tpkit::gpu::Status::invalid_argument,
-         "negative rows are refused");
+  expect(tpkit::gpu::plan_sampling(-1, 10, &plan) == tpkit::gpu::Status::invalid_argument, "negative rows are refused");
   tpkit::gpu::check_status(tpkit::gpu::plan_sampling(2, 100, &plan), "plan_sampling");
   tpkit::gpu::DeviceBuffer<unsigned char> workspace(plan.workspace_bytes + 256);
   expect(tpkit::gpu::sample_rows(plan, nullptr, 99, nullptr, workspace.data(), nullptr, nullptr) ==

@@ -124,7 +124,8 @@ struct CallSignature {
       case CollectiveKind::reduce_scatter:
         return s + "(counts " + list(counts, ", ") + ", " + dtype_name(dtype) + ")";
       case CollectiveKind::broadcast:
-        return s + "(count " + std::to_string(count) + ", " + dtype_name(dtype) + ", root " + std::to_string(root) + ")";
+        return s + "(count " + std::to_string(count) + ", " + dtype_name(dtype) + ", root " + std::to_string(root) +
+               ")";
       case CollectiveKind::barrier:
       case CollectiveKind::split:
         break;

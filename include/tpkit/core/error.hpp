@@ -96,9 +96,9 @@ inline std::string user_message(const std::exception& e) {
       };
       std::size_t digits = colon + 1;
       while (digits < what.size() && what[digits] >= '0' && what[digits] <= '9') ++digits;
-      const bool source = file.find(' ') == std::string_view::npos &&
-                          (ends_with(".hpp") || ends_with(".cuh") || ends_with(".h") || ends_with(".cpp") ||
-                           ends_with(".cu"));
+      const bool source =
+          file.find(' ') == std::string_view::npos &&
+          (ends_with(".hpp") || ends_with(".cuh") || ends_with(".h") || ends_with(".cpp") || ends_with(".cu"));
       if (source && digits > colon + 1 && what.substr(digits, 2) == ": ") {
         at = digits + 2;
         continue;

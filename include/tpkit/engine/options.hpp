@@ -95,13 +95,12 @@ inline std::int64_t blocks_for_full_sequences(const ModelConfig& c, const Engine
 inline EngineOptions resolve_options(const ModelConfig& c, EngineOptions o) {
   c.check_tp_size(o.tp_size);
   const std::vector<Range> stages = split_layers(c.num_layers, o.pp_size, o.layers_per_stage);
-  TPKIT_REQUIRE(o.block_size >= 1 && o.block_size <= (1 << 20), "block_size must be in [1, 2^20] (got ",
-                o.block_size, ")");
+  TPKIT_REQUIRE(o.block_size >= 1 && o.block_size <= (1 << 20), "block_size must be in [1, 2^20] (got ", o.block_size,
+                ")");
   TPKIT_REQUIRE(o.max_num_seqs >= 1 && o.max_num_batched_tokens >= 1, "max_num_seqs (", o.max_num_seqs,
                 ") and max_num_batched_tokens (", o.max_num_batched_tokens, ") must be >= 1");
-  TPKIT_REQUIRE(o.max_num_seqs <= (1 << 20) && o.max_num_batched_tokens <= (1 << 24), "max_num_seqs (",
-                o.max_num_seqs, ") must be <= 2^20 and max_num_batched_tokens (", o.max_num_batched_tokens,
-                ") <= 2^24");
+  TPKIT_REQUIRE(o.max_num_seqs <= (1 << 20) && o.max_num_batched_tokens <= (1 << 24), "max_num_seqs (", o.max_num_seqs,
+                ") must be <= 2^20 and max_num_batched_tokens (", o.max_num_batched_tokens, ") <= 2^24");
   TPKIT_REQUIRE(o.num_kv_blocks >= 0 && o.num_kv_blocks < (std::int64_t(1) << 31) && o.kv_cache_bytes >= 1,
                 "num_kv_blocks (", o.num_kv_blocks, ") must be >= 0 and below 2^31, and kv_cache_bytes (",
                 o.kv_cache_bytes, ") >= 1");
@@ -110,9 +109,9 @@ inline EngineOptions resolve_options(const ModelConfig& c, EngineOptions o) {
                 o.threads_per_rank, ")");
   if (o.micro_batches == 0) o.micro_batches = o.pp_size;
   if (o.num_kv_blocks == 0)  // enough for max_num_seqs full-length sequences, within kv_cache_bytes per rank
-    o.num_kv_blocks = std::max<std::int64_t>(
-        o.micro_batches, std::min(engine_detail::blocks_for_full_sequences(c, o),
-                                  o.kv_cache_bytes / engine_detail::kv_block_bytes(c, o, stages)));
+    o.num_kv_blocks = std::max<std::int64_t>(o.micro_batches,
+                                             std::min(engine_detail::blocks_for_full_sequences(c, o),
+                                                      o.kv_cache_bytes / engine_detail::kv_block_bytes(c, o, stages)));
   TPKIT_REQUIRE(o.num_kv_blocks >= o.micro_batches, "num_kv_blocks (", o.num_kv_blocks, ") must give each of the ",
                 o.micro_batches, " micro-batches at least one block");
   TPKIT_REQUIRE(o.dtype == DType::f32 || o.dtype == DType::bf16 || o.dtype == DType::f16,

@@ -61,8 +61,8 @@ class PagedKVCache {
     TPKIT_REQUIRE(shape.num_layers >= 0 && shape.num_blocks >= 0 && shape.kv_heads >= 0 && shape.head_dim >= 0,
                   "a KV cache shape cannot be negative (layers ", shape.num_layers, ", blocks ", shape.num_blocks,
                   ", KV heads ", shape.kv_heads, ", head_dim ", shape.head_dim, ")");
-    const std::size_t per_layer = std::size_t(checked_mul(checked_mul(shape.num_blocks, shape.block_size, "KV cache size"),
-                                                          shape.slot_elements(), "KV cache size"));
+    const std::size_t per_layer = std::size_t(checked_mul(
+        checked_mul(shape.num_blocks, shape.block_size, "KV cache size"), shape.slot_elements(), "KV cache size"));
     for (std::int64_t l = 0; l < shape.num_layers; ++l) {
       keys_.emplace_back(per_layer);
       values_.emplace_back(per_layer);

@@ -165,8 +165,7 @@ inline Checkpoint Checkpoint::open_llama2c(const std::string& path) {
   return c;
 }
 
-inline std::map<std::string, RawTensorView> Checkpoint::parse_safetensors(const unsigned char* data,
-                                                                          std::size_t size,
+inline std::map<std::string, RawTensorView> Checkpoint::parse_safetensors(const unsigned char* data, std::size_t size,
                                                                           const std::string& source) {
   if (size < 8) throw FormatError(source + ": truncated safetensors file (" + std::to_string(size) + " bytes)");
   std::uint64_t header_len = 0;
@@ -232,9 +231,9 @@ inline std::map<std::string, RawTensorView> Checkpoint::parse_safetensors(const 
                           (shape_json.size() == 1 ? std::to_string(dims[0])
                                                   : std::to_string(dims[0]) + " x " + std::to_string(dims[1])) +
                           " elements of " + dt);
-      auto inserted = tensors.emplace(name, shape_json.size() == 1
-                                                ? RawTensorView(bytes + begin, dtype, {dims[0]})
-                                                : RawTensorView(bytes + begin, dtype, {dims[0], dims[1]}));
+      auto inserted =
+          tensors.emplace(name, shape_json.size() == 1 ? RawTensorView(bytes + begin, dtype, {dims[0]})
+                                                       : RawTensorView(bytes + begin, dtype, {dims[0], dims[1]}));
       if (begin != end) extents.push_back({begin, end, &inserted.first->first});
     } catch (const FormatError& e) {
       throw FormatError(source + ": tensor \"" + name + "\": " + e.what());

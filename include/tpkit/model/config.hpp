@@ -108,11 +108,12 @@ struct ModelConfig {
       if (!std::isfinite(r.factor) || r.factor < 1 || !std::isfinite(r.low_freq_factor) || !(r.low_freq_factor > 0) ||
           !std::isfinite(r.high_freq_factor) || !(r.high_freq_factor > r.low_freq_factor) ||
           !std::isfinite(r.original_max_position) || !(r.original_max_position >= 1))
-        throw FormatError("model config: llama3 rope_scaling needs factor >= 1, 0 < low_freq_factor < "
-                          "high_freq_factor and original_max_position_embeddings >= 1 (got factor " +
-                          std::to_string(r.factor) + ", low_freq_factor " + std::to_string(r.low_freq_factor) +
-                          ", high_freq_factor " + std::to_string(r.high_freq_factor) + ", original " +
-                          std::to_string(r.original_max_position) + ")");
+        throw FormatError(
+            "model config: llama3 rope_scaling needs factor >= 1, 0 < low_freq_factor < "
+            "high_freq_factor and original_max_position_embeddings >= 1 (got factor " +
+            std::to_string(r.factor) + ", low_freq_factor " + std::to_string(r.low_freq_factor) +
+            ", high_freq_factor " + std::to_string(r.high_freq_factor) + ", original " +
+            std::to_string(r.original_max_position) + ")");
     }
     if (sliding_window < 0 || sliding_window > ModelLimits::max_position)
       throw FormatError("model config: sliding_window must be in [0, " + std::to_string(ModelLimits::max_position) +

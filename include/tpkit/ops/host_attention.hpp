@@ -31,7 +31,7 @@ void attend_head(const PagedKVCache<T, Ops>& cache, std::int64_t layer, const He
   const std::int64_t hd = cache.shape().head_dim;
   const std::int64_t n = query.position + 1;
   const std::int64_t first = window > 0 && n > window ? n - window : 0;  // sliding window
-  float* acc = workspace;  // [hd] output accumulator, then [n] scores
+  float* acc = workspace;                                                // [hd] output accumulator, then [n] scores
   float* scores = acc + hd;
   const T* qh = q + t * ldq + h * hd;
   const std::int64_t kv_offset = std::int64_t(heads.local_kv_for(h)) * hd;

@@ -145,8 +145,7 @@ inline std::int64_t linear_tile_columns(std::int64_t batch) { return batch == 1 
 // each element is computed the same way whatever range it falls in.
 template <class T, class Out>
 void linear_columns(const T* x, std::int64_t ldx, std::int64_t batch, const T* w, std::int64_t ldw, std::int64_t N,
-                    std::int64_t K, const T* bias, Out* y, std::int64_t ldy, std::int64_t n_begin,
-                    std::int64_t n_end) {
+                    std::int64_t K, const T* bias, Out* y, std::int64_t ldy, std::int64_t n_begin, std::int64_t n_end) {
   constexpr std::int64_t kBatchBlock = 64, kTile = 4;
   const std::int64_t nb_max = linear_tile_columns(batch);
   float out[4][4];
@@ -248,9 +247,8 @@ class HostOps {
   }
   template <class T>
   void add(T* x, const T* y, std::int64_t n) const {
-    for_each_range(n, 1, [&](int, std::int64_t begin, std::int64_t end) {
-      host_kernels::add(x + begin, y + begin, end - begin);
-    });
+    for_each_range(
+        n, 1, [&](int, std::int64_t begin, std::int64_t end) { host_kernels::add(x + begin, y + begin, end - begin); });
   }
 
   // A Buffer's contents to host memory (the device policy copies and waits).
@@ -307,9 +305,8 @@ class HostOps {
   // Paged attention over the step's rows (see host_attention.hpp), the (row, local head)
   // pairs spread over the threads.
   template <class T, class Cache>
-  void paged_attention(const Cache& cache, std::int64_t layer, const HeadPartition& heads, const T* q,
-                       std::int64_t ldq, StepState& state, float scale, std::int64_t window, T* out,
-                       std::int64_t ldo) const {
+  void paged_attention(const Cache& cache, std::int64_t layer, const HeadPartition& heads, const T* q, std::int64_t ldq,
+                       StepState& state, float scale, std::int64_t window, T* out, std::int64_t ldo) const {
     const std::vector<AttentionQuery>& queries = state.layout->queries;
     const std::int64_t hd = cache.shape().head_dim, local_heads = heads.local_q_heads();
     std::int64_t longest = 0;

@@ -71,8 +71,7 @@ concept ops_policy = std::copy_constructible<Ops> &&
 };
 #define TPKIT_OPS_CHECK(Ops) static_assert(::tpkit::ops_policy<Ops>, "Ops does not satisfy ops_policy")
 #else
-#define TPKIT_OPS_CHECK(Ops) \
-  static_assert(std::is_copy_constructible_v<Ops>, "an Ops policy must be a copyable handle")
+#define TPKIT_OPS_CHECK(Ops) static_assert(std::is_copy_constructible_v<Ops>, "an Ops policy must be a copyable handle")
 #endif
 
 // A policy that can replay a decode step's layers from a captured graph (CudaOps) defines

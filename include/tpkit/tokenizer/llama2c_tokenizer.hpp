@@ -109,8 +109,7 @@ class Llama2cTokenizer {
         throw FormatError(path + ": token " + std::to_string(pieces_.size()) + " has length " + std::to_string(len) +
                           " (max_token_length " + std::to_string(max_len) + ")");
       need(std::size_t(len), "bytes");
-      if (pieces_.size() >= std::size_t(1) << 28)
-        throw FormatError(path + ": more than 2^28 tokens");
+      if (pieces_.size() >= std::size_t(1) << 28) throw FormatError(path + ": more than 2^28 tokens");
       pieces_.emplace_back(reinterpret_cast<const char*>(p + at), std::size_t(len));
       scores_.push_back(score);
       at += std::size_t(len);

@@ -12,8 +12,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "tpkit/core/reduce_op.hpp"
 #include "tpkit/core/dtype.hpp"
+#include "tpkit/core/reduce_op.hpp"
 #include "tpkit/kernels/status.cuh"
 
 namespace tpkit::gpu {
