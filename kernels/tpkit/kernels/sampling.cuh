@@ -1,5 +1,5 @@
 // tpkit/kernels/sampling.cuh: greedy, temperature, top-k, top-p (nucleus) and min-p sampling of a
-// batch of logit rows on the GPU, the same rule as tpkit::Sampler (tpkit/engine/sampling.hpp):
+// batch of logit rows on the GPU, the same rule as tpkit::Sampler (tpkit/sampling/sampler.hpp):
 //
 //   candidates in descending logit order, the lower id first on ties;
 //   greedy (temperature 0 or top_k 1): the first candidate;
