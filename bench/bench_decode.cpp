@@ -4,8 +4,9 @@
 // tokens/s and the effective weight-streaming bandwidth (weight bytes x decode steps / time)
 // next to the machine's memcpy bandwidth measured in the same run, with one and with two
 // threads, and each two-thread row's speed-up over TP 1 with one thread.
-// Each configuration runs five times, in turns with the others; each row is its best run.
+// Each configuration runs seven times, in turns with the others; each row is its median run.
 //   bench_decode MODEL.bin [decode_tokens]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -55,12 +56,18 @@ int main(int argc, char** argv) {
               static_cast<long long>(config.hidden_size), static_cast<long long>(config.num_layers),
               static_cast<long long>(config.vocab_size), weight_bytes / 1e6);
   // Every configuration is built once and run `repeats` times, the configurations taking turns,
-  // so that a slow phase of a shared machine hits them alike; each row reports its best run.
+  // so that a slow or fast phase of a shared machine hits them alike; each row reports its
+  // median run.
   struct Config {
     int tp, threads_per_rank, batch;
     std::unique_ptr<tpkit::Engine> engine;
-    double best_seconds = 1e30;
+    std::vector<double> seconds;  // per run
     std::int64_t generated = 0, steps = 0;
+    double median_seconds() const {
+      std::vector<double> s = seconds;
+      std::sort(s.begin(), s.end());
+      return s[s.size() / 2];
+    }
   };
   std::vector<Config> configs;
   for (const auto& [tp, threads_per_rank] : {std::pair{1, 1}, std::pair{1, 2}, std::pair{2, 1}})
@@ -71,7 +78,7 @@ int main(int argc, char** argv) {
       options.max_num_seqs = batch;
       configs.push_back({tp, threads_per_rank, batch, std::make_unique<tpkit::Engine>(argv[1], options)});
     }
-  const int repeats = 5;
+  const int repeats = 7;
   for (int r = 0; r < repeats; ++r)
     for (Config& c : configs) {
       tpkit::SamplingParams p;
@@ -85,13 +92,13 @@ int main(int argc, char** argv) {
       p.max_tokens = tokens;
       c.engine->generate(prompts, std::vector<tpkit::SamplingParams>(std::size_t(c.batch), p));
       const auto& s = c.engine->last_stats();
-      if (s.seconds < c.best_seconds) c.best_seconds = s.seconds, c.generated = s.generated_tokens, c.steps = s.steps;
+      c.seconds.push_back(s.seconds), c.generated = s.generated_tokens, c.steps = s.steps;
     }
   double one_thread[2] = {0, 0};  // TP 1, one thread: batch 1 and 16
   for (const Config& c : configs) {
     const int threads = c.tp * c.threads_per_rank;
-    const double tok_s = double(c.generated) / c.best_seconds;
-    const double bandwidth = weight_bytes * double(c.steps) / c.best_seconds;
+    const double tok_s = double(c.generated) / c.median_seconds();
+    const double bandwidth = weight_bytes * double(c.steps) / c.median_seconds();
     const double copy = threads == 1 ? copy1 : copy2;
     double& base = one_thread[c.batch == 1 ? 0 : 1];
     if (threads == 1) base = tok_s;

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "catch.hpp"
@@ -53,6 +55,27 @@ TEST_CASE("a thread pool runs every part once per call and rethrows a part's fai
       if (part == 0) after = 1;
     });
     REQUIRE(after == 1);
+  }
+  {  // two callers at once: the second is refused, never a race
+    ThreadPool pool(2);
+    std::atomic<bool> inside{false}, release{false};
+    std::string refused;
+    std::thread first([&] {
+      pool.run([&](int part) {
+        if (part != 0) return;
+        inside = true;
+        while (!release) std::this_thread::yield();
+      });
+    });
+    while (!inside) std::this_thread::yield();
+    try {
+      pool.run([](int) {});
+    } catch (const InvalidArgument& e) {
+      refused = e.what();
+    }
+    release = true;
+    first.join();
+    REQUIRE_THAT(refused, Catch::Contains("used by two threads at once"));
   }
   REQUIRE_THROWS_AS(ThreadPool(0), InvalidArgument);
   REQUIRE_THROWS_AS(HostOps(0), InvalidArgument);

@@ -8,7 +8,7 @@
 //
 // Workers spin briefly after a job (a decode step runs several back to back), then sleep on a
 // condition variable, so an idle pool costs no CPU. One caller at a time: a pool belongs to one
-// rank's thread.
+// rank's thread, and a second caller while a run is in progress is an error, not a race.
 #pragma once
 
 #include <atomic>
@@ -51,6 +51,13 @@ class ThreadPool {
   template <class F>
   void run(F&& fn) {
     if (size_ == 1) return fn(0);
+    if (busy_.exchange(true, std::memory_order_acquire))
+      TPKIT_THROW(InvalidArgument, "a thread pool (HostOps with threads) was used by two threads at once; give each "
+                                   "rank its own HostOps");
+    struct Release {
+      std::atomic<bool>& flag;
+      ~Release() { flag.store(false, std::memory_order_release); }
+    } release{busy_};
     using Fn = std::remove_reference_t<F>;
     job_ = [](void* f, int part) { (*static_cast<Fn*>(f))(part); };
     job_arg_ = static_cast<void*>(&fn);
@@ -129,7 +136,8 @@ class ThreadPool {
   std::condition_variable wake_, done_;
   std::atomic<std::uint64_t> generation_{0};
   std::atomic<int> pending_{0};
-  bool stop_ = false;  // under mutex_
+  std::atomic<bool> busy_{false};  // a run is in progress
+  bool stop_ = false;              // under mutex_
   void (*job_)(void*, int) = nullptr;
   void* job_arg_ = nullptr;
   std::exception_ptr error_;

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -353,17 +354,26 @@ class HostOps {
   }
 
  private:
-  // fn(part, begin, end) over balanced ranges of [0, units), one per thread when the whole
-  // (units x work_per_unit) is worth it; otherwise fn(0, 0, units) on this thread.
+  // fn(part, begin, end) over [0, units), on every thread when the whole (units x
+  // work_per_unit) is worth it, otherwise fn(0, 0, units) on this thread. The units are cut into
+  // a fixed list of chunks, a few per thread, which the threads take in turn as they finish: a
+  // thread slowed by the memory system does less, and since the chunks are the same whoever
+  // takes them, so is every result. `part` is the thread's index (for per-thread workspaces).
   template <class F>
   void for_each_range(std::int64_t units, std::int64_t work_per_unit, F&& fn) const {
     if (units <= 0) return;
     if (!pool_ || units < 2 || units * work_per_unit < kMinParallelWork) return fn(0, 0, units);
+    constexpr std::int64_t kChunksPerThread = 8;
     const int parts = int(std::min<std::int64_t>(pool_->size(), units));
+    const std::int64_t chunks = std::min<std::int64_t>(units, parts * kChunksPerThread);
+    std::atomic<std::int64_t> next{0};
     pool_->run([&](int part) {
       if (part >= parts) return;
-      const Range r = balanced_range(units, parts, part);
-      fn(part, r.begin, r.end);
+      for (std::int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
+           c = next.fetch_add(1, std::memory_order_relaxed)) {
+        const Range r = balanced_range(units, int(chunks), int(c));
+        fn(part, r.begin, r.end);
+      }
     });
   }
 
