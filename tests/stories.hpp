@@ -1,14 +1,18 @@
 // What the tests on the real stories260K model share: where it is, the golden prompts, and
-// greedy generation of a fixed length. TPKIT_TEST_MODELS is set by tests/CMakeLists.txt.
+// greedy generation of a fixed length. TPKIT_TEST_MODELS is set by tests/CMakeLists.txt; the
+// environment variable of the same name overrides it (a test program carried to another
+// machine with its models, as scripts/gpu-check.sh does).
 #pragma once
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "tpkit/engine/engine.hpp"
 
 namespace stories {
-inline const std::string kModels = TPKIT_TEST_MODELS;
+inline const std::string kModels =
+    std::getenv("TPKIT_TEST_MODELS") ? std::getenv("TPKIT_TEST_MODELS") : TPKIT_TEST_MODELS;
 inline const std::string kBin = kModels + "/stories260K/stories260K.bin";
 inline const std::string kHf = kModels + "/stories260K_hf";
 inline const std::string kTokenizer = kModels + "/stories260K/tok512.bin";

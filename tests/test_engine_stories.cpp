@@ -1,8 +1,10 @@
 // The example engine on the real stories260K weights, from both the llama2.c file and the
 // Hugging Face directory: greedy tokens equal an independent float64 forward pass and are the
 // same at every TP size 1..8; logits agree with the reference within an argued bound.
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <string>
 
 #include "catch.hpp"
 #include "reference/stories_golden.hpp"
@@ -136,4 +138,28 @@ TEMPLATE_TEST_CASE("logits are bitwise the same at any thread count per rank", "
     REQUIRE(many.size() == one.size());
     REQUIRE(std::memcmp(many.data(), one.data(), one.size() * sizeof(float)) == 0);
   }
+}
+
+// The shapes a policy checks at load (CudaOps::check_model): every linear product of a rank,
+// with its local [N, K]. stories260K (hidden 64, 8 heads of 8 over 4 KV heads, MLP 172, vocab
+// 512) at TP 3, rank 0: 3 query heads reading KV heads 0 and 1; the MLP splits 58, 57, 57, so
+// down_proj's K is 58; the vocabulary's 176 padded rows per rank are all real on rank 0.
+TEST_CASE("a model lists the local shape of every linear product", "[engine][shapes]") {
+  const Checkpoint ckpt = Checkpoint::open(kBin);
+  TransformerModel<float> model(ckpt, {0, 3}, 4);
+  std::vector<std::string> names;
+  std::vector<std::array<std::int64_t, 4>> shapes;  // N, K, bias, float output
+  model.for_each_linear([&](const std::string& name, std::int64_t N, std::int64_t K, bool bias, bool logits) {
+    names.push_back(name);
+    shapes.push_back({N, K, bias, logits});
+  });
+  REQUIRE(names.size() == 5 * 4 + 1);
+  REQUIRE(names[0] == "layer 0 qkv_proj");
+  REQUIRE(names[7] == "layer 1 down_proj");
+  REQUIRE(names.back() == "lm_head");
+  const std::vector<std::array<std::int64_t, 4>> layer = {
+      {3 * 8 + 2 * 2 * 8, 64, 0, 0}, {64, 3 * 8, 0, 0}, {2 * 58, 64, 0, 0}, {64, 58, 0, 0}};
+  for (int l = 0; l < 5; ++l)
+    for (int i = 0; i < 4; ++i) REQUIRE(shapes[std::size_t(4 * l + i)] == layer[std::size_t(i)]);
+  REQUIRE(shapes.back() == (std::array<std::int64_t, 4>{176, 64, 0, 1}));
 }

@@ -5,8 +5,17 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
+
+// Whether to run a reduced set of cases (TPKIT_CUDA_TEST_QUICK=1): a test under
+// compute-sanitizer, which runs kernels tens of times slower, still covers every kernel and
+// code path, but not every size (scripts/gpu-check.sh sets it).
+inline bool quick() {
+  const char* v = std::getenv("TPKIT_CUDA_TEST_QUICK");
+  return v && *v && *v != '0';
+}
 
 // False, after printing why, when no CUDA device is present: the test then exits 77 (skipped).
 inline bool have_gpu() {

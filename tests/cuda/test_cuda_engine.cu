@@ -21,6 +21,7 @@
 //   * Errors: a gpu_memory_utilization that leaves no room, a device that does not exist.
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -105,7 +106,7 @@ int main() {
       Engine host(kBin, o);
       const auto want =
           tokens_of(host.generate(g.prompt_ids, std::vector<SamplingParams>(g.prompt_ids.size(), greedy64())));
-      for (int tp : {1, 2, 4}) {
+      for (int tp : {1, 2, 3, 4}) {  // TP 3: odd shards (down_proj's K is 58), checked at load
         o.tp_size = tp;
         expect(run_gpu(kBin, g, o) == want,
                std::string(dtype_name(dtype)) + " tp " + std::to_string(tp) + ": GPU tokens differ from the host's");
@@ -166,6 +167,38 @@ int main() {
       o.max_num_batched_tokens = 8;
       o.num_kv_blocks = 9;  // 5 requests of up to 73 positions in 16-slot blocks need 25
       expect(run_gpu(kBin, g, o) == g.tokens, "chunked prefill with preemption: tokens differ");
+    }
+    {  // a shape the kernels cannot take fails at load, naming what it is
+      ModelConfig c;
+      c.hidden_size = 64, c.intermediate_size = 64, c.num_layers = 1, c.num_heads = 1, c.num_kv_heads = 1;
+      c.head_dim = 512, c.vocab_size = 64, c.max_position = 64;
+      std::vector<float> values(512 * 64);
+      for (std::size_t i = 0; i < values.size(); ++i) values[i] = float(std::sin(double(i)));
+      const auto mat = [&](std::int64_t r, std::int64_t k) { return RawTensorView(values.data(), DType::f32, {r, k}); };
+      const auto vec = [&](std::int64_t n) { return RawTensorView(values.data(), DType::f32, {n}); };
+      std::map<std::string, RawTensorView> t = {
+          {"model.embed_tokens.weight", mat(64, 64)}, {"lm_head.weight", mat(64, 64)}, {"model.norm.weight", vec(64)}};
+      const auto n = [](const char* s) { return Checkpoint::layer_name(0, s); };
+      t[n("self_attn.q_proj.weight")] = mat(512, 64), t[n("self_attn.k_proj.weight")] = mat(512, 64);
+      t[n("self_attn.v_proj.weight")] = mat(512, 64), t[n("self_attn.o_proj.weight")] = mat(64, 512);
+      t[n("mlp.gate_proj.weight")] = mat(64, 64), t[n("mlp.up_proj.weight")] = mat(64, 64);
+      t[n("mlp.down_proj.weight")] = mat(64, 64);
+      t[n("input_layernorm.weight")] = vec(64), t[n("post_attention_layernorm.weight")] = vec(64);
+      const Checkpoint wide = Checkpoint::from_tensors(c, t, "head_dim 512");
+      auto contexts = tpkit::gpu::make_contexts(1);
+      std::string error;
+      tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<tpkit::gpu::DeviceMockBackend>&) {
+        try {
+          EngineOptions o;
+          o.num_kv_blocks = 4;
+          TypedRankModel<float, tpkit::gpu::DeviceMockBackend, CudaOps> model(CudaOps(*contexts[0]), wide, {0, 1}, o,
+                                                                              Range{0, 1}, 0);
+        } catch (const Error& e) {
+          error = e.what();
+        }
+      });
+      expect(error.find("attention: tpkit's GPU kernels do not take head_dim 512") != std::string::npos,
+             "head_dim 512 is refused at load, by name (got: " + error + ")");
     }
     bool refused = false;
     try {

@@ -112,6 +112,7 @@ int main() {
   for (int group : {1, 2, 4, 5, 7, 8, 16})
     for (int page : {1, 16, 64}) {
       const Case c{group, page, head_dims[i++ % 3], 0, 2 * group, 0};
+      if (quick() && group != 1 && group != 5) continue;  // under a sanitizer: fewer sizes, every path
       run_case<bfloat16>(c, rng);
       if (page == 16) run_case<half>(c, rng), run_case<float>(c, rng);
     }

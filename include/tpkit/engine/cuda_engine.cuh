@@ -63,9 +63,16 @@ inline std::int64_t kv_blocks_for_memory(const ModelConfig& c, const EngineOptio
   const std::int64_t tokens = std::max(o.max_num_batched_tokens, o.max_num_seqs), H = c.hidden_size;
   SamplingPlan sampling;  // its workspace: sort keys and ids, in and out, and CUB's buffers
   check_status(plan_sampling(int(o.max_num_seqs), c.vocab_size, &sampling), "sampling plan");
+  // The decode attention's workspace for max_num_seqs full-length sequences (reserved at load),
+  // on the rank with the most query heads (rank 0).
+  PagedDecodePlan decode;
+  check_status(plan_paged_decode(int(o.max_num_seqs),
+                                 partition_heads(c.num_heads, c.num_kv_heads, {0, o.tp_size}).local_q_heads(),
+                                 int(std::min<std::int64_t>(c.head_dim, 256)), c.max_position, &decode),
+               "paged decode plan");
   const std::int64_t activations =
       here * (tokens * (4 * H + c.q_size() + 2 * c.kv_size() + 3 * c.intermediate_size) * 4 +
-              2 * o.max_num_seqs * c.vocab_size * 4 + (std::int64_t(64) << 20)) +
+              2 * o.max_num_seqs * c.vocab_size * 4 + std::int64_t(decode.workspace_bytes) + (std::int64_t(64) << 20)) +
       std::int64_t(sampling.workspace_bytes);
   std::int64_t weights = 0;
   for (int r : ranks) weights += weight_bytes_of_rank(c, o, r);

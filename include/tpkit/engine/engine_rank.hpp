@@ -49,8 +49,7 @@ class EngineRank {
     const ShardSpec shard{layout.tp_rank(world_rank), options.tp_size};
     layers_ = split_layers(checkpoint.config().num_layers, options.pp_size,
                            options.layers_per_stage)[std::size_t(layout.pp_rank(world_rank))];
-    model_ = make_rank_model<Backend>(options.dtype, ops, checkpoint, shard, options.num_kv_blocks, options.block_size,
-                                      layers_, graph_max_rows);
+    model_ = make_rank_model<Backend>(ops, checkpoint, shard, options, layers_, graph_max_rows);
   }
 
   // Generates for every request. Every rank returns the same results; `on_token` is called and

@@ -3,13 +3,17 @@
 // StepRunner behind virtual calls made once per step.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "tpkit/comm/communicator.hpp"
 #include "tpkit/core/dtype.hpp"
 #include "tpkit/core/error.hpp"
+#include "tpkit/engine/options.hpp"
 #include "tpkit/engine/step_runner.hpp"
 #include "tpkit/model/checkpoint.hpp"
 #include "tpkit/model/transformer.hpp"
@@ -31,15 +35,31 @@ class RankModel {
   virtual std::int64_t graph_steps() const = 0;  // StepRunner::graph_steps
 };
 
+// Whether Ops checks, at load, that it can run every shape of a model (CudaOps::check_model).
+template <class Ops, class Model, class = void>
+struct checks_model : std::false_type {};
+template <class Ops, class Model>
+struct checks_model<Ops, Model,
+                    std::void_t<decltype(std::declval<const Ops&>().check_model(
+                        std::declval<const Model&>(), std::int64_t(), std::int64_t()))>> : std::true_type {};
+
 // The model of one rank with its Ops policy. The logits stay in the Ops' memory and are
-// sampled there (on a GPU only the tokens come back to the host).
+// sampled there (on a GPU only the tokens come back to the host). Where the Ops can check a
+// model's shapes, it does so here, at load, before the first step.
 template <class T, class Backend, class Ops>
 class TypedRankModel final : public RankModel<Backend> {
  public:
-  // graph_max_rows: the largest decode step run from a graph (0: none).
-  TypedRankModel(const Ops& ops, const Checkpoint& c, ShardSpec s, std::int64_t blocks, std::int64_t block_size,
-                 Range layers, std::int64_t graph_max_rows)
-      : model_(ops, c, s, blocks, block_size, layers), runner_(model_, graph_max_rows), vocab_(c.config().vocab_size) {}
+  // `options` as resolved (the KV blocks, the step limits); graph_max_rows: the largest decode
+  // step run from a graph (0: none).
+  TypedRankModel(const Ops& ops, const Checkpoint& c, ShardSpec s, const EngineOptions& options, Range layers,
+                 std::int64_t graph_max_rows)
+      : model_(ops, c, s, options.num_kv_blocks, options.block_size, layers),
+        runner_(model_, graph_max_rows),
+        vocab_(c.config().vocab_size) {
+    if constexpr (checks_model<Ops, TransformerModel<T, Ops>>::value)
+      model_.ops().check_model(model_, std::max(options.max_num_batched_tokens, options.max_num_seqs),
+                               options.max_num_seqs);
+  }
   TypedRankModel(const TypedRankModel&) = delete;  // runner_ refers to model_
   TypedRankModel& operator=(const TypedRankModel&) = delete;
 
@@ -64,23 +84,20 @@ class TypedRankModel final : public RankModel<Backend> {
   typename Ops::SamplingState sampling_;
 };
 
-// The rank model for storage type `dtype` (f32, bf16 or f16).
+// The rank model for the storage type options.dtype (f32, bf16 or f16).
 template <class Backend, class Ops>
-std::unique_ptr<RankModel<Backend>> make_rank_model(DType dtype, const Ops& ops, const Checkpoint& c, ShardSpec s,
-                                                    std::int64_t blocks, std::int64_t block_size, Range layers,
+std::unique_ptr<RankModel<Backend>> make_rank_model(const Ops& ops, const Checkpoint& c, ShardSpec s,
+                                                    const EngineOptions& options, Range layers,
                                                     std::int64_t graph_max_rows) {
-  switch (dtype) {
+  switch (options.dtype) {
     case DType::f32:
-      return std::make_unique<TypedRankModel<float, Backend, Ops>>(ops, c, s, blocks, block_size, layers,
-                                                                   graph_max_rows);
+      return std::make_unique<TypedRankModel<float, Backend, Ops>>(ops, c, s, options, layers, graph_max_rows);
     case DType::bf16:
-      return std::make_unique<TypedRankModel<bfloat16, Backend, Ops>>(ops, c, s, blocks, block_size, layers,
-                                                                      graph_max_rows);
+      return std::make_unique<TypedRankModel<bfloat16, Backend, Ops>>(ops, c, s, options, layers, graph_max_rows);
     case DType::f16:
-      return std::make_unique<TypedRankModel<half, Backend, Ops>>(ops, c, s, blocks, block_size, layers,
-                                                                  graph_max_rows);
+      return std::make_unique<TypedRankModel<half, Backend, Ops>>(ops, c, s, options, layers, graph_max_rows);
     default:
-      TPKIT_THROW(InvalidArgument, "engine dtype must be f32, bf16 or f16 (got ", dtype_name(dtype), ")");
+      TPKIT_THROW(InvalidArgument, "engine dtype must be f32, bf16 or f16 (got ", dtype_name(options.dtype), ")");
   }
 }
 

@@ -5,6 +5,9 @@
 //                    small staging buffers. One per rank: N ranks on one GPU get N streams. A
 //                    CudaOps (and a DeviceMockBackend) holds a pointer to its context; nothing
 //                    is bound to a thread.
+//   PinnedBuffer     page-locked host memory, grow-only (what a step's metadata is packed into, so
+//                    that one asynchronous copy uploads it).
+//   Event            a CUDA event created on first use, destroyed with its owner.
 //   DeviceScope      makes a device current on the calling thread for a scope (allocations go
 //                    to the current device).
 //   check_cuda, check_status
@@ -79,6 +82,54 @@ class DeviceBuffer {
   std::size_t count_ = 0;
 };
 
+// Page-locked host memory: asynchronous copies from it need no staging by the runtime.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (data_) cudaFreeHost(data_);
+  }
+  unsigned char* data() { return data_; }
+  std::size_t size() const { return size_; }
+  // Grows (never shrinks); the caller makes sure no copy still reads the old memory.
+  void reserve_at_least(std::size_t bytes) {
+    if (bytes <= size_) return;
+    if (data_) cudaFreeHost(data_);
+    data_ = nullptr, size_ = 0;
+    check_cuda(cudaMallocHost(reinterpret_cast<void**>(&data_), bytes), "cudaMallocHost");
+    size_ = bytes;
+  }
+
+ private:
+  unsigned char* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+class Event {
+ public:
+  Event() = default;
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  ~Event() {
+    if (event_) cudaEventDestroy(event_);
+  }
+  void record(cudaStream_t stream) {
+    if (!event_) check_cuda(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreate");
+    check_cuda(cudaEventRecord(event_, stream), "cudaEventRecord");
+    recorded_ = true;
+  }
+  // Waits for the work before the last record() (at once when nothing was recorded).
+  void synchronize(const char* what) {
+    if (recorded_) check_cuda(cudaEventSynchronize(event_), what);
+  }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+  bool recorded_ = false;
+};
+
 class CudaContext {
  public:
   static constexpr std::size_t kGemmWorkspaceBytes = std::size_t(32) << 20;
@@ -109,6 +160,14 @@ class CudaContext {
   std::size_t gemm_workspace_bytes() const { return gemm_workspace_.size(); }
   void synchronize(const char* what = "cudaStreamSynchronize") { check_cuda(cudaStreamSynchronize(stream_), what); }
 
+  // The attention kernels' workspace (the decode splits' partial results), grow-only. An
+  // engine reserves the largest its steps can need at load (CudaOps::check_model), so no step
+  // allocates; stream order makes sharing it between layers safe.
+  void* attention_workspace(std::size_t bytes) {
+    if (attention_workspace_.size() < bytes) attention_workspace_.reserve_at_least(bytes);
+    return attention_workspace_.data();
+  }
+
   // Device staging for small per-call host data (token ids, argmax results). Stream order
   // makes reuse safe: a later upload into it runs after the kernels that read the earlier one.
   template <class T>
@@ -125,6 +184,7 @@ class CudaContext {
   DeviceBuffer<unsigned char> gemm_workspace_;
   GemmPlanCache gemm_plans_;
   DeviceBuffer<unsigned char> staging_[2];
+  DeviceBuffer<unsigned char> attention_workspace_;
 };
 
 // Makes `device` current on the calling thread for the scope; restores the previous one.

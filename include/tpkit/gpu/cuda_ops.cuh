@@ -14,8 +14,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -186,28 +188,33 @@ class CudaOps {
     download(s.tokens.data(), tokens, std::size_t(rows));
   }
 
-  // One step's attention metadata on the device: K/V slots per row, the block tables, and
-  // either decode lengths (every sequence brings one token) or prefill tiles.
+  // One step's attention metadata on the device: the K/V slot of every row, the block tables,
+  // and either decode lengths (every sequence brings one token) or prefill tiles. It is packed on
+  // the host into a pinned buffer and uploaded in one copy; two pinned buffers take turns, each
+  // refilled only once its previous copy has run. A decode step's attention plan is made here,
+  // once for all the layers.
   struct StepState {
     std::int64_t rows = 0;
     int num_seqs = 0, max_blocks = 0;
     bool decode = false;  // one row per sequence: the flash-decoding kernel
     std::int64_t max_span = 0;
     int num_tiles = 0;
-    Buffer<std::int64_t> slots;
-    Buffer<std::int32_t> block_tables, context_lens;
-    Buffer<gpu::PrefillTile> tiles;
-    Buffer<unsigned char> workspace;
-    std::vector<std::int32_t> host_tables, host_lens;
+    gpu::PagedDecodePlan plan;  // decode steps
+    const std::int64_t* slots = nullptr;
+    const std::int32_t *block_tables = nullptr, *context_lens = nullptr;
+    const gpu::PrefillTile* tiles = nullptr;
+    void* workspace = nullptr;       // the context's attention workspace
+    Buffer<unsigned char> metadata;  // slots | block tables | context lengths or tiles
+    gpu::PinnedBuffer staging[2];
+    gpu::Event uploaded[2];
+    int next_staging = 0;
     std::vector<std::int64_t> first_row, count, start;
     std::vector<gpu::PrefillTile> host_tiles;
 
     // The device buffers a captured step reads (see run_graph).
     void append_addresses(std::vector<const void*>& out) const {
-      for (const void* p : {static_cast<const void*>(slots.data()), static_cast<const void*>(block_tables.data()),
-                            static_cast<const void*>(context_lens.data()), static_cast<const void*>(tiles.data()),
-                            static_cast<const void*>(workspace.data())})
-        out.push_back(p);
+      out.push_back(metadata.data());
+      out.push_back(workspace);
     }
   };
 
@@ -228,31 +235,106 @@ class CudaOps {
       s.max_blocks = int(layout.table_width);
       s.max_span = layout.table_width * shape.block_size;
     }
-    s.slots.reserve_at_least(layout.slots.size());
-    upload(layout.slots.data(), s.slots.data(), layout.slots.size());
-    s.host_tables.assign(std::size_t(s.num_seqs) * std::size_t(s.max_blocks), 0);
+    if (s.decode) {
+      TPKIT_REQUIRE(layout.q_heads >= 1, "a step layout must say how many query heads its attention runs");
+      gpu::check_status(gpu::plan_paged_decode(s.num_seqs, layout.q_heads, int(shape.head_dim), s.max_span, &s.plan),
+                        "paged decode plan");
+      s.workspace = context().attention_workspace(s.plan.workspace_bytes);
+    } else {
+      s.first_row.clear(), s.count.clear(), s.start.clear();
+      for (const StepLayout::Sequence& q : layout.sequences)
+        s.first_row.push_back(q.first_row), s.count.push_back(q.count), s.start.push_back(q.start_position);
+      gpu::check_status(gpu::make_prefill_tiles(int(shape.head_dim), s.num_seqs, s.first_row.data(), s.count.data(),
+                                                s.start.data(), s.host_tiles),
+                        "prefill tiles");
+      s.num_tiles = int(s.host_tiles.size());
+    }
+    // Pack: [slots: int64 x rows] [tables: int32 x seqs x max_blocks] [lengths: int32 x seqs, or
+    // tiles], each part 256-byte aligned.
+    const auto aligned = [](std::size_t n) { return (n + 255) / 256 * 256; };
+    const std::size_t slots_bytes = std::size_t(s.rows) * sizeof(std::int64_t);
+    const std::size_t tables_at = aligned(slots_bytes);
+    const std::size_t tables_bytes = std::size_t(s.num_seqs) * std::size_t(s.max_blocks) * sizeof(std::int32_t);
+    const std::size_t third_at = aligned(tables_at + tables_bytes);
+    const std::size_t third_bytes =
+        s.decode ? std::size_t(s.num_seqs) * sizeof(std::int32_t) : s.host_tiles.size() * sizeof(gpu::PrefillTile);
+    const std::size_t total = std::max<std::size_t>(third_at + third_bytes, 1);
+    const int k = s.next_staging;
+    s.next_staging ^= 1;
+    s.uploaded[k].synchronize("waiting for an earlier step's metadata upload");  // before refilling its buffer
+    s.staging[k].reserve_at_least(total);
+    unsigned char* host = s.staging[k].data();
+    std::memcpy(host, layout.slots.data(), slots_bytes);
+    auto* tables = reinterpret_cast<std::int32_t*>(host + tables_at);
+    std::fill(tables, tables + std::size_t(s.num_seqs) * std::size_t(s.max_blocks), 0);
     for (int i = 0; i < s.num_seqs; ++i) {
       const auto& blocks = *layout.sequences[std::size_t(i)].blocks;
-      std::copy(blocks.begin(), blocks.end(), s.host_tables.begin() + std::ptrdiff_t(i) * s.max_blocks);
+      std::copy(blocks.begin(), blocks.end(), tables + std::ptrdiff_t(i) * s.max_blocks);
     }
-    s.block_tables.reserve_at_least(s.host_tables.size());
-    upload(s.host_tables.data(), s.block_tables.data(), s.host_tables.size());
     if (s.decode) {
-      s.host_lens.clear();
-      for (const StepLayout::Sequence& q : layout.sequences) s.host_lens.push_back(std::int32_t(q.start_position + 1));
-      s.context_lens.reserve_at_least(s.host_lens.size());
-      upload(s.host_lens.data(), s.context_lens.data(), s.host_lens.size());
-      return;
+      auto* lens = reinterpret_cast<std::int32_t*>(host + third_at);
+      for (int i = 0; i < s.num_seqs; ++i) lens[i] = std::int32_t(layout.sequences[std::size_t(i)].start_position + 1);
+    } else if (third_bytes) {
+      std::memcpy(host + third_at, s.host_tiles.data(), third_bytes);
     }
-    s.first_row.clear(), s.count.clear(), s.start.clear();
-    for (const StepLayout::Sequence& q : layout.sequences)
-      s.first_row.push_back(q.first_row), s.count.push_back(q.count), s.start.push_back(q.start_position);
-    gpu::check_status(gpu::make_prefill_tiles(int(shape.head_dim), s.num_seqs, s.first_row.data(), s.count.data(),
-                                              s.start.data(), s.host_tiles),
-                      "prefill tiles");
-    s.num_tiles = int(s.host_tiles.size());
-    s.tiles.reserve_at_least(s.host_tiles.size());
-    upload(s.host_tiles.data(), s.tiles.data(), s.host_tiles.size());
+    s.metadata.reserve_at_least(total);
+    gpu::check_cuda(cudaMemcpyAsync(s.metadata.data(), host, total, cudaMemcpyHostToDevice, stream()),
+                    "uploading a step's attention metadata");
+    s.uploaded[k].record(stream());
+    unsigned char* device = s.metadata.data();
+    s.slots = reinterpret_cast<const std::int64_t*>(device);
+    s.block_tables = reinterpret_cast<const std::int32_t*>(device + tables_at);
+    s.context_lens = s.decode ? reinterpret_cast<const std::int32_t*>(device + third_at) : nullptr;
+    s.tiles = s.decode ? nullptr : reinterpret_cast<const gpu::PrefillTile*>(device + third_at);
+  }
+
+  // can_implement for a linear layer's local shape at `batch` rows: cuBLASLt has an algorithm
+  // for it (dense strides, 256-byte aligned buffers, as the model's are) within the context's
+  // workspace. Throws naming `layer` and the shape.
+  template <class T, class Out>
+  void check_linear(const std::string& layer, std::int64_t batch, std::int64_t N, std::int64_t K, bool bias) const {
+    gpu::CudaContext& c = context();
+    const gpu::GemmPlanCache::Plan* plan = nullptr;
+    const gpu::Status s = gpu::plan_linear<T, Out>(c.lt(), c.gemm_plans(), batch, N, K, K, K, N, bias, 256, 256, 256,
+                                                   256, c.gemm_workspace_bytes(), &plan);
+    if (s != gpu::Status::ok)
+      TPKIT_THROW(Error, layer, ": cuBLASLt has no algorithm for its product of [", batch, " x ", K, "] by [", N, " x ",
+                  K, "]^T (", dtype_name(dtype_of_v<T>), " weights, ", dtype_name(dtype_of_v<Out>), " output",
+                  bias ? ", bias" : "", "): ", gpu::status_name(s));
+  }
+
+  // Before a model's first step (at load): every linear layer's shard shape has a cuBLASLt
+  // algorithm at 1, max_seqs and max_tokens rows (the LM head at 1 and max_seqs, with float
+  // output), the attention kernels take this rank's heads (can_implement), and the attention
+  // workspace for max_seqs sequences of the full context is allocated now, so that no step
+  // fails or allocates later. Errors name the layer and the shape.
+  template <class Model>
+  void check_model(const Model& model, std::int64_t max_tokens, std::int64_t max_seqs) const {
+    using T = typename Model::value_type;
+    model.for_each_linear([&](const std::string& name, std::int64_t N, std::int64_t K, bool bias, bool logits) {
+      for (std::int64_t batch : {std::int64_t(1), max_seqs, max_tokens}) {
+        if (logits && batch > max_seqs) continue;  // one row per sequence
+        if (logits)
+          check_linear<T, float>(name, batch, N, K, bias);
+        else
+          check_linear<T, T>(name, batch, N, K, bias);
+      }
+    });
+    const HeadPartition& heads = model.heads();
+    if (heads.local_q_heads() == 0) return;  // a stage without layers
+    const auto& c = model.config();
+    const int block_size = int(model.cache().shape().block_size);
+    const gpu::Status attention = gpu::can_implement_paged_attention(
+        int(c.head_dim), heads.local_q_heads(), heads.local_kv_heads(), heads.group_size, block_size);
+    if (attention != gpu::Status::ok)
+      TPKIT_THROW(Error, "attention: tpkit's GPU kernels do not take head_dim ", c.head_dim, " with ",
+                  heads.local_q_heads(), " query heads on this rank, ", heads.group_size, " per KV head (page size ",
+                  block_size, "): ", gpu::status_name(attention), "; they take head_dim up to 256");
+    gpu::PagedDecodePlan largest;
+    gpu::check_status(
+        gpu::plan_paged_decode(int(max_seqs), heads.local_q_heads(), int(c.head_dim), c.max_position, &largest),
+        "paged decode plan for the largest step");
+    context().attention_workspace(largest.workspace_bytes);
   }
 
   // Decode steps replayed from CUDA graphs (tpkit/engine/step_runner.hpp): one graph per
@@ -318,7 +400,7 @@ class CudaOps {
   void write_kv(Cache& cache, std::int64_t layer, const StepState& s, const T* k, const T* v, std::int64_t ld) const {
     const std::int64_t width = cache.shape().slot_elements();
     gpu::check_status(
-        gpu::write_kv(k, v, ld, s.rows, s.slots.data(), width, cache.key(layer, 0), cache.value(layer, 0), stream()),
+        gpu::write_kv(k, v, ld, s.rows, s.slots, width, cache.key(layer, 0), cache.value(layer, 0), stream()),
         "write_kv");
   }
 
@@ -328,25 +410,22 @@ class CudaOps {
     if (s.rows == 0) return;
     const int hd = int(cache.shape().head_dim);
     if (s.decode) {
-      gpu::PagedDecodePlan plan;
-      gpu::check_status(gpu::plan_paged_decode(s.num_seqs, heads.local_q_heads(), hd, s.max_span, &plan),
-                        "paged decode plan");
-      s.workspace.reserve_at_least(plan.workspace_bytes);
+      TPKIT_REQUIRE(s.plan.num_q_heads == heads.local_q_heads(), "the step was planned for ", s.plan.num_q_heads,
+                    " query heads but attention runs ", heads.local_q_heads());
       gpu::PagedDecodeArgs a;
       a.q = q, a.ldq = ldq, a.k_cache = cache.key(layer, 0), a.v_cache = cache.value(layer, 0);
       a.kv_heads = heads.local_kv_heads(), a.q_head_begin = int(heads.q_heads.begin);
       a.kv_head_begin = int(heads.kv_heads.begin), a.group_size = heads.group_size;
-      a.block_tables = s.block_tables.data(), a.max_blocks_per_seq = s.max_blocks,
-      a.context_lens = s.context_lens.data();
+      a.block_tables = s.block_tables, a.max_blocks_per_seq = s.max_blocks, a.context_lens = s.context_lens;
       a.page_size = int(cache.shape().block_size), a.scale = scale, a.window = int(window), a.out = out, a.ldo = ldo;
-      gpu::check_status(gpu::paged_decode<T>(plan, a, s.workspace.data(), stream()), "paged decode attention");
+      gpu::check_status(gpu::paged_decode<T>(s.plan, a, s.workspace, stream()), "paged decode attention");
       return;
     }
     gpu::PagedPrefillArgs a;
     a.q = q, a.ldq = ldq, a.k_cache = cache.key(layer, 0), a.v_cache = cache.value(layer, 0);
     a.kv_heads = heads.local_kv_heads(), a.q_head_begin = int(heads.q_heads.begin);
     a.kv_head_begin = int(heads.kv_heads.begin), a.group_size = heads.group_size;
-    a.block_tables = s.block_tables.data(), a.max_blocks_per_seq = s.max_blocks, a.tiles = s.tiles.data();
+    a.block_tables = s.block_tables, a.max_blocks_per_seq = s.max_blocks, a.tiles = s.tiles;
     a.num_tiles = s.num_tiles, a.num_q_heads = heads.local_q_heads(), a.page_size = int(cache.shape().block_size);
     a.scale = scale, a.window = int(window), a.out = out, a.ldo = ldo;
     gpu::check_status(gpu::paged_prefill<T>(a, hd, stream()), "paged prefill attention");

@@ -173,6 +173,7 @@ class ParallelLMHead {
         table_(e.local_table()) {}
 
   void compute_local(TensorView<const T> hidden, float* out, std::int64_t ld) const {
+    if (partition_.local_real_rows() == 0) return;  // this rank holds padding rows only
     ops_.linear(hidden.data(), hidden.stride(0), hidden.size(0), table_->data(), hidden_, partition_.local_real_rows(),
                 hidden_, static_cast<const T*>(nullptr), out, ld);
   }

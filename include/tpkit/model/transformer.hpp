@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "tpkit/comm/communicator.hpp"
@@ -40,6 +41,7 @@ class TransformerModel {
 
  public:
   using ops_type = Ops;
+  using value_type = T;
 
   // layers: the pipeline stage's layers (empty: all of them, a single stage). Every tensor the
   // stage needs is checked against the config before anything is allocated.
@@ -114,6 +116,24 @@ class TransformerModel {
   bool first_stage() const { return layers_.begin == 0; }
   bool last_stage() const { return layers_.end == config_.num_layers; }
   PagedKVCache<T, Ops>& cache() { return cache_; }
+  const PagedKVCache<T, Ops>& cache() const { return cache_; }
+
+  // fn(name, N, K, has_bias, float_output) for the local shape of every linear product this
+  // rank runs (y[batch, N] = x[batch, K] W^T), so that a policy can check at load that it can
+  // run each one (CudaOps::check_model).
+  template <class F>
+  void for_each_linear(F&& fn) const {
+    for (std::int64_t l = layers_.begin; l < layers_.end; ++l) {
+      const Block& b = blocks_[std::size_t(l - layers_.begin)];
+      const std::string layer = "layer " + std::to_string(l) + " ";
+      fn(layer + "qkv_proj", b.qkv.output_width(), b.qkv.hidden_size(), config_.qkv_bias, false);
+      fn(layer + "o_proj", b.o_proj.out_features(), b.o_proj.input_width(), false, false);
+      fn(layer + "gate_up_proj", b.gate_up.output_width(), b.gate_up.hidden_size(), false, false);
+      fn(layer + "down_proj", b.down.out_features(), b.down.input_width(), false, false);
+    }
+    if (lm_head_ && lm_head_->partition().local_real_rows() > 0)  // a rank may hold only padding rows
+      fn("lm_head", lm_head_->partition().local_real_rows(), lm_head_->hidden_size(), false, true);
+  }
 
   // How forward() runs the decoder layers by default: body() on the spot. A step runner may
   // pass its own, which runs body() inside a graph capture or replays it (engine/step_runner.hpp);
@@ -162,6 +182,7 @@ class TransformerModel {
     }
     TPKIT_REQUIRE(table_width >= 0, "table_width must be >= 0 (got ", table_width, ")");
     layout_.table_width = table_width;
+    layout_.q_heads = heads_.local_q_heads();
     const std::int64_t n = std::int64_t(tokens_.size());
     TPKIT_REQUIRE(!last_stage() || (logits.rank() == 2 && logits.size(0) == std::int64_t(logit_rows_.size()) &&
                                     logits.size(1) == c.vocab_size),

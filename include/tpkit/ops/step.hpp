@@ -46,6 +46,7 @@ struct StepLayout {
   // > 0: block tables are padded to this many blocks and attention is planned for as many
   // positions, so that steps of one shape launch the same kernels (a captured graph's replay).
   std::int64_t table_width = 0;
+  int q_heads = 0;  // the query heads this rank's attention runs (a policy may plan the step once)
   void clear() { sequences.clear(), queries.clear(), slots.clear(), table_width = 0; }
 };
 

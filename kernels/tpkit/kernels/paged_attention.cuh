@@ -251,6 +251,18 @@ inline int prefill_head_dim_bound(int head_dim) {
   return head_dim < 1 || head_dim > 256 ? 0 : head_dim <= 64 ? 64 : head_dim <= 128 ? 128 : 256;
 }
 
+// Whether the decode and prefill kernels take this rank's attention: head_dim up to 256 (within
+// one of the compiled bounds), any GQA group size, at most 65535 local query heads (a grid
+// dimension), any page size. Host code: an engine asks at load (CudaOps::check_model), so an
+// unsupported model fails before its first step, in the sense of CUTLASS's can_implement.
+inline Status can_implement_paged_attention(int head_dim, int num_q_heads, int kv_heads, int group_size,
+                                            int page_size) {
+  if (head_dim < 1 || num_q_heads < 1 || kv_heads < 1 || group_size < 1 || page_size < 1)
+    return Status::invalid_argument;
+  if (prefill_head_dim_bound(head_dim) == 0 || num_q_heads > 65535) return Status::unsupported;
+  return Status::ok;
+}
+
 // The tile size make_prefill_tiles uses for this head_dim (0 when unsupported).
 inline int prefill_tile_rows(int head_dim) {
   switch (prefill_head_dim_bound(head_dim)) {
