@@ -116,10 +116,10 @@ library_path() {
   for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
     [ -d "$d" ] && dirs="$dirs:$d"
   done
-  for lib in libcublasLt.so.13 libnccl.so.2 libcudart.so.13; do
-    d=$(find /usr /opt -name "$lib" -not -path "*/proc/*" 2>/dev/null | head -1)
-    [ -n "$d" ] && dirs="$dirs:$(dirname "$d")"
-  done
+  local found
+  found=$(timeout 30 find /usr /opt \( -name libcublasLt.so.13 -o -name libnccl.so.2 -o -name libcudart.so.13 \) \
+    2>/dev/null)
+  for d in $found; do dirs="$dirs:$(dirname "$d")"; done
   echo "${dirs#:}"
 }
 
@@ -171,7 +171,6 @@ run() {
   mkdir -p "$outdir"
   log=$outdir/gpu-check.log
   report=$outdir/report.md
-  report_rows=$(mktemp)
   : >"$log"
   bin=$pack/bin
   if [ ! -d "$bin" ]; then
@@ -188,16 +187,23 @@ run() {
     echo "- run $(date -u +%Y-%m-%dT%H:%MZ) on $(hostname), $(nproc) CPUs"
   } >"$report"
 
-  if ! timeout 20 nvidia-smi >"$outdir/nvidia-smi.txt" 2>&1 ||
-    ! timeout 20 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | grep -q .; then
+  local gpus
+  gpus=$(timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null)
+  if ! timeout 20 nvidia-smi >"$outdir/nvidia-smi.txt" 2>&1 || [ -z "$gpus" ]; then
     echo "- **no CUDA device**: nvidia-smi found no GPU, so nothing was run" >>"$report"
     echo "no CUDA device: nothing run"
     cat "$outdir/nvidia-smi.txt" >>"$log" 2>/dev/null
-    rm -f "$report_rows"
     exit 77
   fi
-  echo "- device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)" >>"$report"
+  echo "- device: $(head -1 <<<"$gpus")" >>"$report"
   cat "$outdir/nvidia-smi.txt"
+  # The rows go into the report as each step ends: a run cut short still reports what it did.
+  report_rows=$report
+  {
+    echo
+    echo "| step | result | time |"
+    echo "| --- | --- | --- |"
+  } >>"$report"
 
   export -f rebuild_here generate_at
   export pack story programs_tests
@@ -227,19 +233,14 @@ run() {
   fi
 
   {
-    echo "- total $(($(date +%s) - start)) s of a ${deadline_seconds} s deadline"
     echo
-    echo "| step | result | time |"
-    echo "| --- | --- | --- |"
-    cat "$report_rows"
-    echo
-    echo "Logs: gpu-check.log (every step's output), nvidia-smi.txt, bench_gpu.md."
+    echo "Total $(($(date +%s) - start)) s of a ${deadline_seconds} s deadline. Logs: gpu-check.log (every step's"
+    echo "output), nvidia-smi.txt, bench_gpu.md."
     if [ -s "$outdir/bench_gpu.md" ]; then
       echo
       cat "$outdir/bench_gpu.md"
     fi
   } >>"$report"
-  rm -f "$report_rows"
   # Files come back at 16 MiB at most: a runaway log keeps its beginning and its end.
   if [ "$(stat -c %s "$log")" -gt $((15 * 1024 * 1024)) ]; then
     { head -c $((7 * 1024 * 1024)) "$log"; echo; echo "[... cut ...]"; tail -c $((7 * 1024 * 1024)) "$log"; } >"$log.cut"
@@ -247,7 +248,7 @@ run() {
   fi
   echo
   cat "$report"
-  grep -q "FAILED\|timed out" "$report" && exit 1
+  grep -q "FAILED\|timed out\|not run" "$report" && exit 1
   exit 0
 }
 

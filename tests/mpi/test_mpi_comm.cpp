@@ -187,3 +187,15 @@ TEST_CASE("MPI all_gather and reduce_scatter with equal totals of unequal counts
   comm.all_gather(in.data(), out.data(), equal);
   REQUIRE(out[0] == 1.0f);
 }
+
+// A split is checked as a split: a rank that calls barrier where its peers split is a named
+// mismatch, not a hang in MPI_Comm_split.
+TEST_CASE("MPI split against a barrier is a mismatch, not a hang", "[mpi]") {
+  auto comm = world();
+  if (comm.size() < 2) return;
+  if (comm.rank() == 0)
+    REQUIRE_THROWS_WITH(comm.split(0, 0), Catch::Contains("called split") && Catch::Contains("called barrier"));
+  else
+    REQUIRE_THROWS_AS(comm.barrier(), CollectiveMismatch);
+  comm.barrier();  // nothing was started: the communicator still works
+}

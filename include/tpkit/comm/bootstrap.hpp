@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -194,7 +195,13 @@ inline sockaddr_storage wildcard(int family, int port, socklen_t& length) {
   return out;
 }
 
-inline sockaddr_storage resolve(const std::string& host, int port, socklen_t& length) {
+// Every address MASTER_ADDR resolves to (IPv4 and IPv6 alike), in the resolver's order.
+struct Address {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+};
+inline std::vector<Address> resolve(const std::string& host, int port) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -202,12 +209,37 @@ inline sockaddr_storage resolve(const std::string& host, int port, socklen_t& le
   const int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
   if (rc != 0 || !found)
     throw CommError("bootstrap: cannot resolve MASTER_ADDR \"" + host + "\": " + ::gai_strerror(rc));
-  sockaddr_storage out{};
-  std::memcpy(&out, found->ai_addr, found->ai_addrlen);
-  length = found->ai_addrlen;
+  std::vector<Address> out;
+  for (const addrinfo* a = found; a; a = a->ai_next) {
+    if (a->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    Address x;
+    std::memcpy(&x.storage, a->ai_addr, a->ai_addrlen);
+    x.length = a->ai_addrlen;
+    out.push_back(x);
+  }
   ::freeaddrinfo(found);
+  if (out.empty()) throw CommError("bootstrap: MASTER_ADDR \"" + host + "\" resolves to no usable address");
   return out;
 }
+
+// Rank 0's listener on every interface at `port`: IPv6 with IPv4 mapped in (so peers reach it
+// whichever family their lookup gives), or IPv4 alone where the host has no IPv6.
+inline Socket listen_everywhere(int port, const std::string& where) {
+  const int on = 1, off = 0;
+  for (int family : {AF_INET6, AF_INET}) {
+    Socket s(::socket(family, SOCK_STREAM, 0));
+    if (s.fd < 0) continue;  // no such family here: try the other
+    ::setsockopt(s.fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (family == AF_INET6) ::setsockopt(s.fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    socklen_t length = 0;
+    const sockaddr_storage any = wildcard(family, port, length);
+    if (::bind(s.fd, reinterpret_cast<const sockaddr*>(&any), length) == 0 && ::listen(s.fd, 128) == 0) return s;
+    if (family == AF_INET) break;
+  }
+  throw CommError("bootstrap: rank 0 cannot listen on port " + std::to_string(port) +
+                  " (every interface; MASTER_ADDR " + where + "): " + std::strerror(errno));
+}
+
 }  // namespace bootstrap_detail
 
 // What a communicator needs from a bootstrap before it exists: the job's ranks, and a few small
@@ -232,21 +264,10 @@ class TcpRendezvous final : public Bootstrap {
   TcpRendezvous(const BootstrapInfo& info, std::chrono::milliseconds timeout) : info_(info), timeout_(timeout) {
     using namespace bootstrap_detail;
     const auto deadline = Clock::now() + timeout_;
-    socklen_t length = 0;
-    const sockaddr_storage addr = resolve(info.master_addr, info.master_port, length);
     const std::string where = info.master_addr + ":" + std::to_string(info.master_port);
     if (info.world_size == 1) return;
     if (info.rank == 0) {
-      Socket listener = open_socket(addr.ss_family, "rank 0");
-      const int on = 1, off = 0;
-      ::setsockopt(listener.fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-      if (addr.ss_family == AF_INET6) ::setsockopt(listener.fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
-      socklen_t any_length = 0;
-      const sockaddr_storage any = wildcard(addr.ss_family, info.master_port, any_length);
-      if (::bind(listener.fd, reinterpret_cast<const sockaddr*>(&any), any_length) != 0 ||
-          ::listen(listener.fd, 128) != 0)
-        throw CommError("bootstrap: rank 0 cannot listen on port " + std::to_string(info.master_port) +
-                        " (every interface; MASTER_ADDR " + where + "): " + std::strerror(errno));
+      Socket listener = listen_everywhere(info.master_port, where);
       peers_.resize(static_cast<std::size_t>(info.world_size));
       int joined = 1;
       while (joined < info.world_size) {
@@ -254,8 +275,11 @@ class TcpRendezvous final : public Bootstrap {
         if (::poll(&pfd, 1, remaining_ms(deadline)) <= 0) break;
         Socket s(::accept(listener.fd, nullptr, nullptr));
         if (s.fd < 0) continue;
+        // A rank says hello at once; a connection that does not (a port scan, a stale process)
+        // is dropped after a second instead of holding up the ranks behind it.
         std::uint32_t hello[3] = {0, 0, 0};  // magic, rank, world size
-        if (!transfer(s.fd, hello, sizeof hello, false, deadline) || hello[0] != kMagic) continue;
+        const auto hello_deadline = std::min(deadline, Clock::now() + std::chrono::seconds(1));
+        if (!transfer(s.fd, hello, sizeof hello, false, hello_deadline) || hello[0] != kMagic) continue;
         const int r = int(hello[1]);
         if (int(hello[2]) != info.world_size || r <= 0 || r >= info.world_size || peers_[std::size_t(r)].fd >= 0) {
           const std::string why = "rank " + std::to_string(r) + " joined with WORLD_SIZE " + std::to_string(hello[2]) +
@@ -276,11 +300,13 @@ class TcpRendezvous final : public Bootstrap {
       }
       for (int r = 1; r < info.world_size; ++r) send_blob(peers_[std::size_t(r)].fd, "", deadline);  // all here
     } else {
-      // Rank 0 may not be listening yet: retry until the deadline.
+      // Rank 0 may not be listening yet: retry every address MASTER_ADDR has until the deadline.
+      const std::vector<Address> addresses = resolve(info.master_addr, info.master_port);
       std::string last_error = "no answer";
-      while (true) {
-        Socket s = open_socket(addr.ss_family, "rank " + std::to_string(info.rank));
-        if (connect_before(s.fd, reinterpret_cast<const sockaddr*>(&addr), length, deadline, last_error)) {
+      for (std::size_t attempt = 0;; ++attempt) {
+        const Address& addr = addresses[attempt % addresses.size()];
+        Socket s = open_socket(addr.storage.ss_family, "rank " + std::to_string(info.rank));
+        if (connect_before(s.fd, addr.get(), addr.length, deadline, last_error)) {
           const std::uint32_t hello[3] = {kMagic, std::uint32_t(info.rank), std::uint32_t(info.world_size)};
           if (transfer(s.fd, const_cast<std::uint32_t*>(hello), sizeof hello, true, deadline)) {
             root_ = std::move(s);
@@ -291,7 +317,8 @@ class TcpRendezvous final : public Bootstrap {
         if (Clock::now() >= deadline)
           throw CommError("bootstrap: rank " + std::to_string(info.rank) + " could not reach rank 0 at " + where +
                           " within " + std::to_string(timeout_.count()) + " ms (" + last_error + ")");
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (attempt % addresses.size() == addresses.size() - 1)  // every address tried: pause
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
       // Rank 0 answers once everyone has joined: an empty blob, or the reason it gave up.
       expect_ok(verdict_deadline(), "the other ranks to join");

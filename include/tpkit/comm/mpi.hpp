@@ -238,7 +238,12 @@ class MpiBackend {
 
   // Collective: a group of the ranks that passed `color`, ordered by (key, rank).
   MpiBackend split(int color, int key) {
-    barrier();  // all present (or a named timeout) before the blocking MPI_Comm_split
+    // Checked as a split (a rank calling barrier here is a mismatch), then every rank present (or
+    // a named timeout) before the blocking MPI_Comm_split.
+    begin(CallSignature::split());
+    MPI_Request request;
+    mpi_detail::check(MPI_Ibarrier(comm_->comm, &request), "MPI_Ibarrier");
+    wait(request, [] { return std::string("split"); });
     auto comm = std::make_shared<mpi_detail::Comm>();
     mpi_detail::check(MPI_Comm_split(comm_->comm, color, key, &comm->comm), "MPI_Comm_split");
     MPI_Comm_set_errhandler(comm->comm, MPI_ERRORS_RETURN);

@@ -31,19 +31,16 @@ class ThreadPool {
     TPKIT_REQUIRE(threads >= 1 && threads <= 1024, "a thread pool needs between 1 and 1024 threads (got ", threads,
                   ")");
     workers_.reserve(std::size_t(threads - 1));
-    for (int part = 1; part < threads; ++part) workers_.emplace_back([this, part] { work(part); });
+    try {
+      for (int part = 1; part < threads; ++part) workers_.emplace_back([this, part] { work(part); });
+    } catch (...) {  // no thread left running on a half-built pool
+      stop_workers();
+      throw;
+    }
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
-  ~ThreadPool() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-      generation_.fetch_add(1, std::memory_order_release);
-    }
-    wake_.notify_all();
-    for (auto& w : workers_) w.join();
-  }
+  ~ThreadPool() { stop_workers(); }
 
   int size() const { return size_; }
 
@@ -52,8 +49,9 @@ class ThreadPool {
   void run(F&& fn) {
     if (size_ == 1) return fn(0);
     if (busy_.exchange(true, std::memory_order_acquire))
-      TPKIT_THROW(InvalidArgument, "a thread pool (HostOps with threads) was used by two threads at once; give each "
-                                   "rank its own HostOps");
+      TPKIT_THROW(InvalidArgument,
+                  "a thread pool (HostOps with threads) was used by two threads at once; give each "
+                  "rank its own HostOps");
     struct Release {
       std::atomic<bool>& flag;
       ~Release() { flag.store(false, std::memory_order_release); }
@@ -86,6 +84,16 @@ class ThreadPool {
 
  private:
   static constexpr int kSpins = 1 << 14;
+
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
 
   static void pause() {
 #if defined(__x86_64__) || defined(__i386__)

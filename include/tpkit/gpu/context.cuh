@@ -141,7 +141,13 @@ class CudaContext {
       cudaStreamDestroy(stream_);
       throw Error("cublasLtCreate failed");
     }
-    gemm_workspace_ = DeviceBuffer<unsigned char>(kGemmWorkspaceBytes);
+    try {
+      gemm_workspace_ = DeviceBuffer<unsigned char>(kGemmWorkspaceBytes);
+    } catch (...) {  // the destructor does not run for a half-built context
+      cublasLtDestroy(lt_);
+      cudaStreamDestroy(stream_);
+      throw;
+    }
   }
   CudaContext(const CudaContext&) = delete;
   CudaContext& operator=(const CudaContext&) = delete;

@@ -311,8 +311,12 @@ class CudaOps {
   template <class Model>
   void check_model(const Model& model, std::int64_t max_tokens, std::int64_t max_seqs) const {
     using T = typename Model::value_type;
+    // The row counts steps use: every power of two up to max_seqs (decode steps padded to a
+    // graph's shape), max_seqs, and max_tokens (the longest prefill step).
+    std::vector<std::int64_t> batches = {max_seqs, max_tokens};
+    for (std::int64_t b = 1; b < max_seqs; b *= 2) batches.push_back(b);
     model.for_each_linear([&](const std::string& name, std::int64_t N, std::int64_t K, bool bias, bool logits) {
-      for (std::int64_t batch : {std::int64_t(1), max_seqs, max_tokens}) {
+      for (std::int64_t batch : batches) {
         if (logits && batch > max_seqs) continue;  // one row per sequence
         if (logits)
           check_linear<T, float>(name, batch, N, K, bias);
@@ -330,10 +334,12 @@ class CudaOps {
       TPKIT_THROW(Error, "attention: tpkit's GPU kernels do not take head_dim ", c.head_dim, " with ",
                   heads.local_q_heads(), " query heads on this rank, ", heads.group_size, " per KV head (page size ",
                   block_size, "): ", gpu::status_name(attention), "; they take head_dim up to 256");
+    // The longest span a step attends to: a full-length sequence, or a graph step's block table
+    // padded to whole blocks.
+    const std::int64_t longest = (c.max_position + block_size - 1) / block_size * block_size;
     gpu::PagedDecodePlan largest;
-    gpu::check_status(
-        gpu::plan_paged_decode(int(max_seqs), heads.local_q_heads(), int(c.head_dim), c.max_position, &largest),
-        "paged decode plan for the largest step");
+    gpu::check_status(gpu::plan_paged_decode(int(max_seqs), heads.local_q_heads(), int(c.head_dim), longest, &largest),
+                      "paged decode plan for the largest step");
     context().attention_workspace(largest.workspace_bytes);
   }
 
@@ -344,6 +350,7 @@ class CudaOps {
   class StepGraphs {
    public:
     std::int64_t captures = 0, replays = 0;
+    std::string failure;  // the last shape the runtime could not capture, and why ("": none)
 
    private:
     friend class CudaOps;
@@ -354,6 +361,7 @@ class CudaOps {
       std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, DestroyExec> exec;
       std::vector<const void*> addresses;  // the buffers it reads, as captured
       bool warmed = false;                 // ran eagerly once
+      bool eager_only = false;             // the runtime could not capture it
     };
     std::map<std::int64_t, Graph> graphs_;
   };
@@ -362,7 +370,7 @@ class CudaOps {
   void run_graph(StepGraphs& graphs, std::int64_t key, const std::vector<const void*>& addresses, Body&& body) const {
     StepGraphs::Graph& g = graphs.graphs_[key];
     if (g.exec && g.addresses != addresses) g.exec.reset();
-    if (!g.warmed) {
+    if (!g.warmed || g.eager_only) {
       body();
       g.warmed = true;
       return;
@@ -374,7 +382,7 @@ class CudaOps {
       gpu::check_cuda(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), "beginning a decode-step capture");
       try {
         body();
-      } catch (...) {
+      } catch (...) {  // the body's own error (a failed launch, a collective): the step fails
         cudaGraph_t partial = nullptr;
         cudaStreamEndCapture(s, &partial);
         if (partial) cudaGraphDestroy(partial);
@@ -382,12 +390,21 @@ class CudaOps {
         throw;
       }
       cudaGraph_t captured = nullptr;
-      gpu::check_cuda(cudaStreamEndCapture(s, &captured),
-                      "capturing a decode step in a CUDA graph (enforce_eager runs without graphs)");
+      cudaError_t e = cudaStreamEndCapture(s, &captured);
       cudaGraphExec_t exec = nullptr;
-      const cudaError_t instantiated = cudaGraphInstantiate(&exec, captured, 0);
-      cudaGraphDestroy(captured);
-      gpu::check_cuda(instantiated, "instantiating a decode-step graph");
+      if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, captured, 0);
+      if (captured) cudaGraphDestroy(captured);
+      if (e != cudaSuccess) {
+        // The runtime could not make a graph of this step (nothing it captured has run): this
+        // shape runs eagerly from now on, and the reason is kept for diagnostics.
+        cudaGetLastError();
+        g.eager_only = true;
+        graphs.failure = std::string("decode steps of shape ") + std::to_string(key >> 32) + " x " +
+                         std::to_string(key & 0xffffffff) + " run eagerly: " + cudaGetErrorName(e) + ": " +
+                         cudaGetErrorString(e);
+        body();
+        return;
+      }
       g.exec.reset(exec);
       g.addresses = addresses;
       ++graphs.captures;
