@@ -2,7 +2,9 @@
 // safetensors headers, sharded-checkpoint indexes). Malformed input throws FormatError with the
 // byte offset; nesting is limited so hostile input cannot exhaust the stack. Numbers are read
 // with std::from_chars, so a program running under any locale (a comma-decimal LC_NUMERIC
-// included) reads "0.02" as 0.02; integers are range-checked before they are converted.
+// included) reads "0.02" as 0.02; integers are range-checked before they are converted. Strings
+// must be valid UTF-8 and \u escapes whole characters (an unpaired surrogate is an error), so
+// every string read is valid UTF-8.
 #pragma once
 
 #include <charconv>
@@ -209,6 +211,22 @@ class Json {
       }
       return v;
     }
+    // Whether `s` (a lead byte and its continuation bytes) is one valid UTF-8 sequence.
+    static bool valid_utf8(std::string_view s) {
+      const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+      const unsigned char lead = b(0);
+      std::size_t need;
+      unsigned char lo = 0x80, hi = 0xbf;
+      if (lead >= 0xc2 && lead <= 0xdf)
+        need = 2;
+      else if (lead >= 0xe0 && lead <= 0xef)
+        need = 3, lo = lead == 0xe0 ? 0xa0 : 0x80, hi = lead == 0xed ? 0x9f : 0xbf;
+      else if (lead >= 0xf0 && lead <= 0xf4)
+        need = 4, lo = lead == 0xf0 ? 0x90 : 0x80, hi = lead == 0xf4 ? 0x8f : 0xbf;
+      else
+        return false;
+      return s.size() == need && b(1) >= lo && b(1) <= hi;
+    }
     static void append_utf8(std::string& out, unsigned cp) {
       if (cp < 0x80)
         out += char(cp);
@@ -229,6 +247,17 @@ class Json {
         if (c == '"') return out;
         if (static_cast<unsigned char>(c) < 0x20) fail("control character in string");
         if (c != '\\') {
+          if (static_cast<unsigned char>(c) >= 0x80) {  // a UTF-8 sequence, checked whole
+            const std::size_t begin = at - 1;
+            std::size_t n = 1;
+            while (at < text.size() && n < 4 && (static_cast<unsigned char>(text[at]) & 0xc0) == 0x80) ++at, ++n;
+            if (!valid_utf8(text.substr(begin, n))) {
+              at = begin;
+              fail("invalid UTF-8 in string");
+            }
+            out.append(text, begin, n);
+            continue;
+          }
           out += c;
           continue;
         }
@@ -260,6 +289,7 @@ class Json {
             break;
           case 'u': {
             unsigned cp = hex4();
+            if (cp >= 0xdc00 && cp < 0xe000) fail("unpaired surrogate");
             if (cp >= 0xd800 && cp < 0xdc00) {
               if (text.substr(at, 2) != "\\u") fail("unpaired surrogate");
               at += 2;

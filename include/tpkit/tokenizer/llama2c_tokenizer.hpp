@@ -7,7 +7,9 @@
 // pair merges. The merges run on a linked list of symbols with a priority queue of adjacent
 // pairs (as llama.cpp's tokenizer does): O(n log n), not a rescan per merge, so a long prompt
 // reaches the context-length check at once. Decoding: byte tokens become their byte; the
-// leading space of a piece right after BOS is dropped.
+// leading space of a piece right after BOS (or at the start of a decode) is dropped; the bytes
+// are read as UTF-8, each invalid subpart as U+FFFD. Bytes that are not valid UTF-8 in the text
+// to encode become byte tokens, so encoding loses nothing. Ids 0-2 (<unk>, <s>, </s>) are special.
 #pragma once
 
 #include <cstdint>
@@ -20,12 +22,15 @@
 
 #include "tpkit/core/error.hpp"
 #include "tpkit/io/mapped_file.hpp"
+#include "tpkit/tokenizer/tokenizer.hpp"
+#include "tpkit/tokenizer/utf8.hpp"
 
 namespace tpkit {
 
-class Llama2cTokenizer {
+class Llama2cTokenizer : public Tokenizer {
  public:
   static constexpr int kBos = 1, kEos = 2;
+  using Tokenizer::decode;
 
   Llama2cTokenizer() = default;
   explicit Llama2cTokenizer(const std::string& path) {
@@ -39,10 +44,32 @@ class Llama2cTokenizer {
     return t;
   }
 
-  std::size_t vocab_size() const { return pieces_.size(); }
+  std::size_t vocab_size() const override { return pieces_.size(); }
   const std::string& piece(int id) const { return pieces_.at(std::size_t(id)); }
+  std::optional<std::string> token(std::int32_t id) const override {
+    if (id < 0 || std::size_t(id) >= pieces_.size()) return std::nullopt;
+    return pieces_[std::size_t(id)];
+  }
+  std::optional<std::int32_t> token_id(std::string_view token) const override {
+    const auto it = lookup_.find(std::string(token));
+    if (it == lookup_.end()) return std::nullopt;
+    return it->second;
+  }
+  bool is_special(std::int32_t id) const override { return id >= 0 && id <= kEos; }
+  std::vector<std::int32_t> special_ids() const override { return {0, kBos, kEos}; }
+  std::string description() const override { return "llama2.c tokenizer.bin"; }
 
-  std::vector<std::int32_t> encode(std::string_view text, bool bos = true, bool eos = false) const {
+  // add_special_tokens: a BOS in front. parse_special has nothing to do: the format has no
+  // special-token text.
+  std::vector<std::int32_t> encode(std::string_view text, const EncodeOptions& options = {}) const override {
+    return encode(text, options.add_special_tokens, false);
+  }
+
+  std::unique_ptr<DecodeStream> decode_stream(bool skip_special_tokens = false) const override {
+    return std::make_unique<Stream>(*this, skip_special_tokens);
+  }
+
+  std::vector<std::int32_t> encode(std::string_view text, bool bos, bool eos) const {
     std::vector<std::int32_t> ids;
     if (bos) ids.push_back(kBos);
     if (!text.empty()) ids.push_back(find(" "));
@@ -75,7 +102,8 @@ class Llama2cTokenizer {
     return std::string(s);
   }
 
-  std::string decode(const std::vector<std::int32_t>& ids, std::int32_t previous = kBos) const {
+  // The bytes of `ids` as decode(previous, id) gives them, without reading them as UTF-8.
+  std::string decode_bytes(const std::vector<std::int32_t>& ids, std::int32_t previous = kBos) const {
     std::string out;
     for (std::int32_t id : ids) {
       out += decode(previous, id);
@@ -85,6 +113,25 @@ class Llama2cTokenizer {
   }
 
  private:
+  class Stream : public DecodeStream {
+   public:
+    Stream(const Llama2cTokenizer& t, bool skip) : t_(t), skip_(skip) {}
+    std::string push(std::int32_t id) override {
+      const std::int32_t previous = previous_;
+      std::string bytes = t_.decode(previous, id);  // checks the id
+      previous_ = id;
+      if (skip_ && t_.is_special(id)) return {};
+      return utf8_.push(bytes);
+    }
+    std::string finish() override { return utf8_.finish(); }
+
+   private:
+    const Llama2cTokenizer& t_;
+    bool skip_;
+    std::int32_t previous_ = kBos;
+    unicode::Utf8Stream utf8_;
+  };
+
   void parse(const unsigned char* p, std::size_t size, const std::string& path) {
     std::size_t at = 0;
     const auto need = [&](std::size_t n, const char* what) {

@@ -1,0 +1,42 @@
+// tpkit/tokenizer/load.hpp: a tokenizer from a path, whatever its format: a Hugging Face
+// tokenizer.json, a llama2.c tokenizer.bin, or a model directory holding either.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "tpkit/core/error.hpp"
+#include "tpkit/tokenizer/hf_tokenizer.hpp"
+#include "tpkit/tokenizer/llama2c_tokenizer.hpp"
+#include "tpkit/tokenizer/tokenizer.hpp"
+
+namespace tpkit {
+
+// The tokenizer file a model directory holds: tokenizer.json first, then a llama2.c
+// tokenizer.bin / tok512.bin / tok32000.bin. Empty when there is none.
+inline std::string find_tokenizer_file(const std::string& directory) {
+  namespace fs = std::filesystem;
+  for (const char* name : {"tokenizer.json", "tokenizer.bin", "tok512.bin", "tok32000.bin"}) {
+    const fs::path p = fs::path(directory) / name;
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec)) return p.string();
+  }
+  return {};
+}
+
+// `path`: a tokenizer.json (any *.json), a llama2.c tokenizer file, or a directory holding one.
+inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::string file = path;
+  if (fs::is_directory(path, ec)) {
+    file = find_tokenizer_file(path);
+    if (file.empty())
+      throw InvalidArgument(path + " holds no tokenizer (tokenizer.json, tokenizer.bin, tok512.bin or tok32000.bin)");
+  }
+  if (fs::path(file).extension() == ".json") return std::make_unique<HfTokenizer>(file);
+  return std::make_unique<Llama2cTokenizer>(file);
+}
+
+}  // namespace tpkit
