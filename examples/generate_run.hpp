@@ -10,7 +10,10 @@
 #include <vector>
 
 #include <tpkit/engine/engine.hpp>
+#include <tpkit/io/json.hpp>
 #include <tpkit/io/mapped_file.hpp>
+#include <tpkit/jinja/chat_template.hpp>
+#include <tpkit/tokenizer/load.hpp>
 
 namespace generate {
 
@@ -18,17 +21,48 @@ struct Request {
   std::string prompt;
   std::vector<std::int32_t> ids;
   tpkit::SamplingParams params;
+  // --chat: the prompt is a user message (after `system`, when given) rendered through the chat
+  // template found in `template_dir` (the tokenizer's folder, else the model's).
+  bool chat = false;
+  std::string system;
+  std::string chat_template_kwargs;  // a JSON object, e.g. {"enable_thinking": false}
+  std::string template_dir;
+  bool print_prompt_ids = false;
 };
 
-// A llama2.c tokenizer beside the model (tokenizer.bin, tok512.bin or tok32000.bin in its
-// folder, or in the folder of a .bin file), or "" when there is none. The library never guesses.
+inline std::string folder_of(const std::string& path) {
+  if (tpkit::is_directory(path)) return path;
+  const std::size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+// The tokenizer beside the model: tokenizer.json, else a llama2.c tokenizer.bin, tok512.bin or
+// tok32000.bin, in the model's folder (or the folder of a .bin model); "" when there is none.
+// The library never guesses; the application does.
 inline std::string find_tokenizer(const std::string& model_path) {
-  const bool dir = tpkit::is_directory(model_path);
-  const std::string folder = dir ? model_path : model_path.substr(0, model_path.find_last_of('/') + 1);
-  const std::string base = folder.empty() || folder.back() == '/' ? folder : folder + "/";
-  for (const char* name : {"tokenizer.bin", "tok512.bin", "tok32000.bin"})
-    if (tpkit::is_regular_file(base + name)) return base + name;
-  return "";
+  return tpkit::find_tokenizer_file(folder_of(model_path));
+}
+
+// The prompt ids of a --chat request and the end-of-turn ids the chat stops at.
+inline void apply_chat(const tpkit::Tokenizer& tokenizer, Request& request) {
+  const auto chat = tpkit::jinja::ChatTemplate::from_model(request.template_dir);
+  if (!chat)
+    throw std::invalid_argument(request.template_dir +
+                                " has no chat template (chat_template.jinja or "
+                                "tokenizer_config.json's chat_template): drop --chat");
+  using tpkit::jinja::Value;
+  const auto message = [](const char* role, const std::string& content) {
+    return Value::dict({{Value("role"), Value(role)}, {Value("content"), Value(content)}});
+  };
+  std::vector<Value> messages;
+  if (!request.system.empty()) messages.push_back(message("system", request.system));
+  messages.push_back(message("user", request.prompt));
+  tpkit::jinja::ChatInput input;
+  input.messages = tpkit::Json::parse(Value::list(std::move(messages)).to_json(), "the chat messages");
+  if (!request.chat_template_kwargs.empty())
+    input.kwargs = tpkit::Json::parse(request.chat_template_kwargs, "--chat-template-kwargs");
+  request.ids = chat->encode(tokenizer, input);
+  for (std::int32_t id : chat->end_of_turn_ids(tokenizer)) request.params.stop_token_ids.push_back(id);
 }
 
 // Runs one request on either engine; only the leader (the sampling rank) prints.
@@ -37,8 +71,19 @@ void run(EngineT& engine, Request request, bool leader, const tpkit::EngineOptio
   if (request.ids.empty()) {
     if (!engine.has_tokenizer())
       throw std::invalid_argument("no tokenizer found beside the model: pass --tokenizer PATH or --prompt-ids");
-    request.ids = engine.tokenizer().encode(request.prompt, true, false);
-    if (leader) std::cout << request.prompt << std::flush;
+    if (request.chat) {
+      apply_chat(engine.tokenizer(), request);
+    } else {
+      tpkit::EncodeOptions encode;
+      encode.add_special_tokens = true;  // a BOS where the tokenizer adds one; typed special tokens stay text
+      request.ids = engine.tokenizer().encode(request.prompt, encode);
+      if (leader) std::cout << request.prompt << std::flush;
+    }
+  }
+  if (leader && request.print_prompt_ids) {
+    std::string list;
+    for (std::int32_t id : request.ids) list += (list.empty() ? "" : ", ") + std::to_string(id);
+    std::fprintf(stderr, "prompt ids: [%s]\n", list.c_str());
   }
   const bool text = engine.has_tokenizer();
   const auto results =

@@ -80,9 +80,19 @@ int main(int argc, char** argv) {
 
   app.add_option("--model", model, "llama2.c .bin file or Hugging Face directory")->required();
   app.add_option("--tokenizer", options.tokenizer,
-                 "llama2.c tokenizer .bin (default: tokenizer.bin, tok512.bin or tok32000.bin beside the model)")
-      ->check(CLI::ExistingFile);
-  auto* prompt = app.add_option("--prompt", request.prompt, "prompt text (encoded with BOS)");
+                 "tokenizer.json, llama2.c tokenizer .bin, or a folder with one (default: tokenizer.json, "
+                 "tokenizer.bin, tok512.bin or tok32000.bin beside the model)")
+      ->check(CLI::ExistingPath);
+  auto* prompt = app.add_option("--prompt", request.prompt, "prompt text (encoded with the tokenizer's BOS, if any)");
+  auto* chat =
+      app.add_flag("--chat", request.chat,
+                   "send --prompt as a user message through the model's chat template; stop at its end of turn")
+          ->needs(prompt);
+  app.add_option("--system", request.system, "--chat: a system message before the prompt")->needs(chat);
+  app.add_option("--chat-template-kwargs", request.chat_template_kwargs,
+                 "--chat: template variables as a JSON object, e.g. '{\"enable_thinking\": false}'")
+      ->needs(chat);
+  app.add_flag("--print-prompt-ids", request.print_prompt_ids, "print the prompt's token ids on stderr");
   app.add_option("--prompt-ids", request.ids, "prompt as token ids, e.g. 1,2,3 (for models without a tokenizer)")
       ->delimiter(',')
       ->excludes(prompt);
@@ -147,6 +157,8 @@ int main(int argc, char** argv) {
   if (dtype == "bf16") options.dtype = tpkit::DType::bf16;
   if (dtype == "f16") options.dtype = tpkit::DType::f16;
   if (options.tokenizer.empty()) options.tokenizer = generate::find_tokenizer(model);
+  // The chat template sits beside the tokenizer (tokenizer_config.json), else beside the model.
+  request.template_dir = generate::folder_of(options.tokenizer.empty() ? model : options.tokenizer);
   const std::chrono::milliseconds timeout(timeout_ms);
   std::vector<tpkit::Fault> faults;
   try {

@@ -12,23 +12,18 @@
 #include <sstream>
 
 #include "catch.hpp"
+#include "data_files.hpp"
 #include "tpkit/comm/mock.hpp"
 #include "tpkit/engine/engine.hpp"
 
 using namespace tpkit;
 
 namespace {
+
+using test_data::read_file;
 const std::string kData = TPKIT_TEST_DATA;  // tests/data/hf
 const std::string kModels = TPKIT_TEST_MODELS;
 constexpr int kPrompts = 2;  // per fixture, as written by the script
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // The script's reference.safetensors: I32 and F32 tensors, read from the format's specification.
 struct ReferenceTensor {

@@ -12,11 +12,15 @@
 #include <thread>
 
 #include "catch.hpp"
+#include "data_files.hpp"
 #include "reference/reference.hpp"
 #include "tpkit/io/json.hpp"
 #include "tpkit/tokenizer/hf_tokenizer.hpp"
 
 namespace {
+
+using test_data::read_file;
+using test_data::read_jsonl;
 
 namespace fs = std::filesystem;
 using tpkit::HfTokenizer;
@@ -24,22 +28,6 @@ using tpkit::Json;
 
 const std::string kData = TPKIT_TEST_DATA;  // tests/data/tokenizers
 const std::string kShared = TPKIT_TEST_MODELS "/tokenizers";
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE(f.good());
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-std::vector<Json> read_jsonl(const std::string& path) {
-  std::vector<Json> records;
-  std::istringstream in(read_file(path));
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) records.push_back(Json::parse(line, path));
-  return records;
-}
 
 std::vector<std::int32_t> ids_of(const Json& j) {
   std::vector<std::int32_t> ids;

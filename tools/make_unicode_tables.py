@@ -11,6 +11,7 @@ library takes its Unicode data from two places of different ages:
 
 So the categories come from `unicodedata2` 16.0.0, the simple case folds from Python's own
 str.casefold (its Unicode version: 14.0 for Python 3.11; letters added since have no fold here),
+the full case mappings for chat templates' upper()/lower() from the same Python's str.upper/lower,
 and the NFC data is read off
 `tokenizers` itself: every code point's canonical decomposition from its NFD, each combining
 class it knows (a mark it does not know is not reordered), and each pair it composes. A reader
@@ -62,6 +63,33 @@ def simple_case_folds():
         if f != c:
             folds.append((cp, ord(f)))
     return folds
+
+
+def case_mappings(method):
+    """(code point, mapping) where Python's str.upper() / lower() / title() of the single character
+    differs from it; a mapping has up to three code points (for example 'ß'.upper() == 'SS')."""
+    out = []
+    for cp in code_points():
+        if 0xD800 <= cp < 0xE000:
+            continue
+        m = getattr(chr(cp), method)()
+        if m != chr(cp):
+            assert len(m) <= 3
+            out.append((cp, [ord(x) for x in m] + [0] * (3 - len(m))))
+    return out
+
+
+def python_ranges(predicate):
+    """Inclusive ranges of code points whose one-character string satisfies `predicate`."""
+    ranges = []
+    for cp in code_points():
+        if 0xD800 <= cp < 0xE000 or not predicate(chr(cp)):
+            continue
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    return ranges
 
 
 def hf_nfc_data():
@@ -130,6 +158,8 @@ def rows(items, per_line):
 def main():
     cats = category_ranges()
     folds = simple_case_folds()
+    uppers, lowers, titles = case_mappings("upper"), case_mappings("lower"), case_mappings("title")
+    is_upper, is_lower = python_ranges(str.isupper), python_ranges(str.islower)
     decompositions, combining, compositions = hf_nfc_data()
     pool = []
     entries = []
@@ -164,6 +194,33 @@ struct CaseFold {{
 }};
 inline constexpr CaseFold kCaseFolds[] = {{
 {rows([f"{{0x{a:X}, 0x{b:X}}}," for a, b in folds], 8)}
+}};
+
+// Full case mappings (Python's str.upper, title and lower of one character, for chat templates):
+// code points whose mapping differs, to up to three code points (0 pads).
+struct CaseMapping {{
+  std::uint32_t from, to[3];
+}};
+inline constexpr CaseMapping kUpper[] = {{
+{rows([f"{{0x{a:X}, {{0x{b[0]:X}, 0x{b[1]:X}, 0x{b[2]:X}}}}}," for a, b in uppers], 5)}
+}};
+inline constexpr CaseMapping kTitle[] = {{
+{rows([f"{{0x{a:X}, {{0x{b[0]:X}, 0x{b[1]:X}, 0x{b[2]:X}}}}}," for a, b in titles], 5)}
+}};
+inline constexpr CaseMapping kLower[] = {{
+{rows([f"{{0x{a:X}, {{0x{b[0]:X}, 0x{b[1]:X}, 0x{b[2]:X}}}}}," for a, b in lowers], 5)}
+}};
+
+// Python's str.isupper() / str.islower() of one character (Lu / Ll plus Other_Uppercase /
+// Other_Lowercase), as inclusive ranges.
+struct CodePointRange {{
+  std::uint32_t first, last;
+}};
+inline constexpr CodePointRange kPythonUpper[] = {{
+{rows([f"{{0x{a:X}, 0x{b:X}}}," for a, b in is_upper], 8)}
+}};
+inline constexpr CodePointRange kPythonLower[] = {{
+{rows([f"{{0x{a:X}, 0x{b:X}}}," for a, b in is_lower], 8)}
 }};
 
 // Canonical combining classes other than 0, as ranges.

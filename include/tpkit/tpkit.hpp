@@ -19,6 +19,7 @@
 #include "tpkit/engine/engine.hpp"
 #include "tpkit/io/json.hpp"
 #include "tpkit/io/mapped_file.hpp"
+#include "tpkit/jinja/chat_template.hpp"
 #include "tpkit/kv/paged_kv_cache.hpp"
 #include "tpkit/layers/embedding.hpp"
 #include "tpkit/layers/gate_up.hpp"
@@ -37,3 +38,4 @@
 #include "tpkit/parallel/shard.hpp"
 #include "tpkit/sampling/sampler.hpp"
 #include "tpkit/tokenizer/llama2c_tokenizer.hpp"
+#include "tpkit/tokenizer/load.hpp"

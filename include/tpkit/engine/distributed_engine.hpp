@@ -54,6 +54,8 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
       f.add(p.temperature), f.add(p.top_k), f.add(p.top_p), f.add(p.min_p), f.add(p.max_tokens), f.add(p.ignore_eos);
       f.add(p.seed.has_value()), f.add(p.seed.value_or(0));
       for (const auto& stop : p.stop) f.add(stop);
+      f.add(p.stop_token_ids.size()), f.add(p.skip_special_tokens);
+      for (std::int32_t id : p.stop_token_ids) f.add(id);
     }
     require_agreement(world_, f, "the requests");
     // (Signed and unsigned views of the same integers may alias.)

@@ -18,7 +18,8 @@
 #include "tpkit/engine/stop_checker.hpp"
 #include "tpkit/model/checkpoint.hpp"
 #include "tpkit/parallel/pipeline.hpp"
-#include "tpkit/tokenizer/llama2c_tokenizer.hpp"
+#include "tpkit/tokenizer/load.hpp"
+#include "tpkit/tokenizer/tokenizer.hpp"
 
 namespace tpkit {
 namespace engine_detail {
@@ -46,13 +47,18 @@ inline std::vector<std::uint64_t> check_requests(const ModelConfig& c, bool has_
   return seeds;
 }
 
-// The tokenizer at `path` (empty: none), checked against the model's vocabulary.
-inline std::unique_ptr<Llama2cTokenizer> load_tokenizer(const std::string& path, const ModelConfig& c) {
+// The tokenizer at `path` (a tokenizer.json, a llama2.c tokenizer .bin or a directory holding
+// one; empty: none), checked against the model's vocabulary: a llama2.c tokenizer has exactly
+// the model's ids; a tokenizer.json may have fewer (models pad their vocabulary: Qwen3 has
+// 151,669 tokens for 151,936 rows), never more.
+inline std::unique_ptr<Tokenizer> load_checked_tokenizer(const std::string& path, const ModelConfig& c) {
   if (path.empty()) return nullptr;
-  auto tokenizer = std::make_unique<Llama2cTokenizer>(path);
-  if (std::int64_t(tokenizer->vocab_size()) != c.vocab_size)
-    throw FormatError(path + ": tokenizer has " + std::to_string(tokenizer->vocab_size()) +
-                      " tokens but the model's vocabulary has " + std::to_string(c.vocab_size));
+  std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(path);
+  const auto n = std::int64_t(tokenizer->vocab_size());
+  const bool llama2c = dynamic_cast<const Llama2cTokenizer*>(tokenizer.get()) != nullptr;
+  if (llama2c ? n != c.vocab_size : n > c.vocab_size)
+    throw FormatError(path + ": tokenizer has " + std::to_string(n) + " tokens but the model's vocabulary has " +
+                      std::to_string(c.vocab_size));
   return tokenizer;
 }
 
@@ -63,18 +69,21 @@ class EngineBase {
   const ModelConfig& config() const { return checkpoint_.config(); }
   const EngineOptions& options() const { return options_; }
   bool has_tokenizer() const { return tokenizer_ != nullptr; }
-  const Llama2cTokenizer& tokenizer() const {
+  const Tokenizer& tokenizer() const {
     TPKIT_REQUIRE(tokenizer_, "this engine has no tokenizer (EngineOptions::tokenizer); pass token ids instead");
     return *tokenizer_;
   }
   // Of the last generate() call (filled on the leader rank).
   const GenerationStats& last_stats() const { return stats_; }
 
-  // Text prompts (BOS + encoded text), one set of sampling parameters for all.
+  // Text prompts (encoded with the tokenizer's special tokens, such as a BOS; special-token text
+  // typed in a prompt stays text), one set of sampling parameters for all.
   std::vector<GenerationResult> generate(const std::vector<std::string>& prompts, const SamplingParams& params,
                                          TokenCallback on_token = {}) {
     std::vector<std::vector<std::int32_t>> ids;
-    for (const auto& p : prompts) ids.push_back(tokenizer().encode(p, true, false));
+    EncodeOptions encode;
+    encode.add_special_tokens = true;
+    for (const auto& p : prompts) ids.push_back(tokenizer().encode(p, encode));
     return static_cast<Derived&>(*this).generate(ids, std::vector<SamplingParams>(prompts.size(), params),
                                                  std::move(on_token));
   }
@@ -83,14 +92,10 @@ class EngineBase {
   EngineBase(const std::string& model_path, EngineOptions options)
       : checkpoint_(Checkpoint::open(model_path)),
         options_(resolve_options(checkpoint_.config(), std::move(options))),
-        tokenizer_(load_tokenizer(options_.tokenizer, checkpoint_.config())) {}
+        tokenizer_(load_checked_tokenizer(options_.tokenizer, checkpoint_.config())) {}
 
-  // How the ranks turn tokens into text (empty without a tokenizer).
-  StopChecker::Decode decoder() const {
-    if (!tokenizer_) return {};
-    const Llama2cTokenizer* t = tokenizer_.get();
-    return [t](std::int32_t previous, std::int32_t id) { return t->decode(previous, id); };
-  }
+  // How the ranks turn tokens into text (null without a tokenizer); lives as long as the engine.
+  const Tokenizer* decoder() const { return tokenizer_.get(); }
 
   // The engines whose ranks are threads of this process: run_ranks(fn) runs fn(world) on every
   // rank's thread (over the mock backend or its one-GPU form); ranks[r] is world rank r.
@@ -114,7 +119,7 @@ class EngineBase {
 
   Checkpoint checkpoint_;
   EngineOptions options_;
-  std::unique_ptr<Llama2cTokenizer> tokenizer_;
+  std::unique_ptr<Tokenizer> tokenizer_;
   GenerationStats stats_;
 };
 

@@ -38,13 +38,12 @@ class EngineRank {
   // keeps every rank's operations in one order; the stages then wait for each other's tokens.
   static constexpr bool kTokensByBroadcast = stream_ordered<Backend>::value;
 
-  // `options` as returned by resolve_options; `decode` turns tokens into text (empty: no
-  // tokenizer). The model runs on `ops`; decode steps of up to graph_max_rows sequences replay
+  // `options` as returned by resolve_options; `tokenizer` turns tokens into text (null: no
+  // text; it must outlive the rank). The model runs on `ops`; decode steps of up to graph_max_rows sequences replay
   // graphs where the Ops can capture them (0: never).
-  EngineRank(const Checkpoint& checkpoint, const EngineOptions& options, StopChecker::Decode decode, int world_rank,
+  EngineRank(const Checkpoint& checkpoint, const EngineOptions& options, const Tokenizer* tokenizer, int world_rank,
              const Ops& ops = Ops(), std::int64_t graph_max_rows = 0)
-      : options_(options),
-        stop_(checkpoint.config().eos_token_ids, checkpoint.config().max_position, std::move(decode)) {
+      : options_(options), stop_(checkpoint.config().eos_token_ids, checkpoint.config().max_position, tokenizer) {
     const ParallelLayout layout = options.layout();
     const ShardSpec shard{layout.tp_rank(world_rank), options.tp_size};
     layers_ = split_layers(checkpoint.config().num_layers, options.pp_size,

@@ -30,7 +30,7 @@ struct EngineOptions {
   std::vector<std::int64_t> layers_per_stage;  // empty: balanced split over pp_size stages
   int micro_batches = 0;                       // sequences' groups in flight in the pipeline; 0: pp_size
   DType dtype = DType::f32;                    // storage of weights and activations: f32, bf16 or f16
-  std::string tokenizer;                       // a llama2.c tokenizer.bin; empty: none (token ids only)
+  std::string tokenizer;  // tokenizer.json, llama2.c .bin or a folder with one; empty: none (token ids only)
   std::int64_t max_num_seqs = 16;
   std::int64_t max_num_batched_tokens = 512;
   std::int64_t block_size = 16;

@@ -1,6 +1,7 @@
 // tpkit/engine/request.hpp: what a caller asks of the engine and gets back. SamplingParams are
 // the sampling rule (tpkit/sampling/sampler.hpp) plus what only the engine acts on: the seed of
-// the request's generator, max_tokens, stop strings and ignore_eos.
+// the request's generator, max_tokens, stop strings and tokens, ignore_eos and how the text is
+// decoded.
 #pragma once
 
 #include <cstdint>
@@ -18,13 +19,16 @@ namespace tpkit {
 struct SamplingParams : SamplingRule {
   std::optional<std::uint64_t> seed;  // none: drawn per request; with one, a request repeats exactly
   int max_tokens = 64;
-  std::vector<std::string> stop;  // stop strings (need a tokenizer)
-  bool ignore_eos = false;
+  std::vector<std::string> stop;             // stop strings (need a tokenizer)
+  std::vector<std::int32_t> stop_token_ids;  // end the sequence like the model's EOS ids (a chat's end of turn)
+  bool ignore_eos = false;                   // the model's EOS ids and stop_token_ids do not end it
+  bool skip_special_tokens = true;           // special tokens add no text (as vLLM's default)
 
   void validate() const {
     SamplingRule::validate();
     TPKIT_REQUIRE(max_tokens >= 1, "max_tokens must be >= 1 (got ", max_tokens, ")");
     for (const auto& s : stop) TPKIT_REQUIRE(!s.empty(), "stop strings must not be empty");
+    for (std::int32_t id : stop_token_ids) TPKIT_REQUIRE(id >= 0, "stop token ids must be >= 0 (got ", id, ")");
   }
 };
 

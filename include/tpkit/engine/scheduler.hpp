@@ -15,12 +15,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "tpkit/engine/request.hpp"
 #include "tpkit/kv/paged_kv_cache.hpp"
+#include "tpkit/tokenizer/tokenizer.hpp"
 
 namespace tpkit {
 
@@ -41,9 +43,10 @@ struct Sequence {
   SamplingParams params;
   std::mt19937_64 rng;
   bool finished = false;
-  std::string finish_reason;  // "stop" (EOS or a stop string), "length", or an error
-  std::string text;           // decoded generation (when a tokenizer is present)
-  std::size_t streamed = 0;   // characters of `text` already handed to the stream callback
+  std::string finish_reason;              // "stop" (EOS or a stop string), "length", or an error
+  std::string text;                       // decoded generation (when a tokenizer is present)
+  std::size_t streamed = 0;               // characters of `text` already handed to the stream callback
+  std::shared_ptr<DecodeStream> decoder;  // the text's decode session, primed with the prompt
 
   std::int64_t generated() const { return std::int64_t(tokens.size()) - prompt_length; }
 };

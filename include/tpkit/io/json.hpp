@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -43,6 +44,15 @@ class Json {
   double number() const {
     expect(Type::number, "a number");
     return number_;
+  }
+  // Whether a number was written without a fraction or exponent ("2", not "2.0"): JSON does not
+  // tell integers from floats, but a reader that prints them back (chat templates' tojson) must.
+  bool written_as_integer() const { return type_ == Type::number && integral_; }
+  // The exact value of a number written as an integer that fits in int64 (a double would round
+  // 9007199254740993); nullopt otherwise.
+  std::optional<std::int64_t> exact_integer() const {
+    if (type_ != Type::number || !integral_ || !exact_) return std::nullopt;
+    return exact_value_;
   }
   // An integer-valued number within [lo, hi] (checked before it is converted: a number outside
   // the int64 range, or not an integer, is a FormatError, never undefined behaviour).
@@ -188,10 +198,15 @@ class Json {
       const char* last = text.data() + at;
       Json v;
       v.type_ = Type::number;
+      v.integral_ = std::string_view(first, std::size_t(last - first)).find_first_of(".eE") == std::string_view::npos;
       // from_chars takes no leading '+' and, unlike strtod, no locale.
       const auto [end, error] = std::from_chars(first, last, v.number_, std::chars_format::general);
       if (error == std::errc::result_out_of_range) fail("number out of range");
       if (error != std::errc() || end != last) fail("malformed number");
+      if (v.integral_) {
+        const auto exact = std::from_chars(first, last, v.exact_value_);
+        v.exact_ = exact.ec == std::errc() && exact.ptr == last;
+      }
       return v;
     }
     unsigned hex4() {
@@ -308,7 +323,8 @@ class Json {
   };
 
   Type type_ = Type::null;
-  bool bool_ = false;
+  bool bool_ = false, integral_ = false, exact_ = false;
+  std::int64_t exact_value_ = 0;
   double number_ = 0;
   std::string string_;
   std::vector<Json> array_;

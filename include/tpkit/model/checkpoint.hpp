@@ -269,6 +269,15 @@ inline Checkpoint Checkpoint::open_hf(const std::string& dir) {
     c.config_ = config_from_hf(Json::parse(
         std::string_view(reinterpret_cast<const char*>(config.data()), config.size()), dir + "/config.json"));
   }
+  if (const std::string generation = dir + "/generation_config.json"; is_regular_file(generation)) {
+    MappedFile g(generation);
+    try {
+      add_generation_eos(c.config_,
+                         Json::parse(std::string_view(reinterpret_cast<const char*>(g.data()), g.size()), generation));
+    } catch (const FormatError& e) {
+      throw FormatError(generation + ": " + e.what());
+    }
+  }
   const std::string single = dir + "/model.safetensors", index = dir + "/model.safetensors.index.json";
   if (is_regular_file(single)) {
     c.add_safetensors(single);

@@ -289,4 +289,22 @@ inline ModelConfig config_from_hf(const Json& j) {
   return c;
 }
 
+// Adds generation_config.json's eos_token_id (a number or a list) to the config's end-of-sequence
+// ids: chat models list their end-of-turn tokens there (Qwen3: <|im_end|> and <|endoftext|>;
+// Llama 3.1: <|end_of_text|>, <|eom_id|>, <|eot_id|>), as transformers' generate() uses them.
+inline void add_generation_eos(ModelConfig& c, const Json& generation_config) {
+  const Json* e = generation_config.find("eos_token_id");
+  if (!e || e->is_null()) return;
+  std::vector<int> ids;
+  if (e->is_number())
+    ids.push_back(int(e->integer(0, c.vocab_size - 1)));
+  else if (e->is_array())
+    for (const Json& x : e->array()) ids.push_back(int(x.integer(0, c.vocab_size - 1)));
+  else
+    throw FormatError("generation_config.json: eos_token_id must be a number or a list of numbers");
+  for (int id : ids)
+    if (std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) == c.eos_token_ids.end())
+      c.eos_token_ids.push_back(id);
+}
+
 }  // namespace tpkit

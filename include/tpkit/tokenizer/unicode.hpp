@@ -125,6 +125,60 @@ inline char32_t simple_fold(char32_t cp) {
 }
 
 namespace detail {
+template <std::size_t N>
+void append_case_mapped(std::string& out, char32_t cp, const unicode_tables::CaseMapping (&table)[N]) {
+  const auto* it = std::lower_bound(table, table + N, cp, [](const auto& m, char32_t c) { return m.from < c; });
+  if (it == table + N || it->from != cp) return append_utf8(out, cp);
+  for (std::uint32_t to : it->to)
+    if (to) append_utf8(out, to);
+}
+}  // namespace detail
+
+namespace detail {
+template <std::size_t N>
+bool in_ranges(char32_t cp, const unicode_tables::CodePointRange (&table)[N]) {
+  const auto* it = std::upper_bound(table, table + N, cp, [](char32_t c, const auto& r) { return c < r.first; });
+  return it != table && cp <= (it - 1)->last;
+}
+}  // namespace detail
+
+// Python's str.isupper() / islower() of one character (Other_Uppercase counts: "Ⅷ" is upper).
+inline bool is_python_upper(char32_t cp) { return detail::in_ranges(cp, unicode_tables::kPythonUpper); }
+inline bool is_python_lower(char32_t cp) { return detail::in_ranges(cp, unicode_tables::kPythonLower); }
+
+// Python's str.upper(): full mappings (so "ß" becomes "SS"), Unicode 14.0 as Python 3.11.
+inline std::string to_upper(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char32_t cp : code_points(s)) detail::append_case_mapped(out, cp, unicode_tables::kUpper);
+  return out;
+}
+
+// Python's title case of one character (str.capitalize's first letter: "ß" becomes "Ss").
+inline std::string to_title(char32_t cp) {
+  std::string out;
+  detail::append_case_mapped(out, cp, unicode_tables::kTitle);
+  return out;
+}
+
+// Python's str.lower(), with its one context rule: a capital sigma ending a word (after a letter,
+// before none) becomes the final form.
+inline std::string to_lower(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  const std::u32string cps = code_points(s);
+  for (std::size_t i = 0; i < cps.size(); ++i) {
+    if (cps[i] == 0x3A3 && i > 0 && is_letter(category(cps[i - 1])) &&
+        (i + 1 == cps.size() || !is_letter(category(cps[i + 1])))) {
+      append_utf8(out, 0x3C2);
+      continue;
+    }
+    detail::append_case_mapped(out, cps[i], unicode_tables::kLower);
+  }
+  return out;
+}
+
+namespace detail {
 
 struct NfcTables {
   std::unordered_map<char32_t, std::pair<std::uint16_t, std::uint8_t>> decomposition;
