@@ -96,13 +96,13 @@ void run(EngineT& engine, Request request, bool leader, const tpkit::EngineOptio
   if (!leader) return;
   std::cout << std::endl;
   const auto& stats = engine.last_stats();
-  std::fprintf(stderr,
-               "tp %d x pp %d, %s: %lld prompt tokens, %lld generated in %.3f s (%.1f tok/s), %lld steps (%lld from "
-               "CUDA graphs), finish: %s\n",
-               options.tp_size, options.pp_size, tpkit::dtype_name(options.dtype),
-               static_cast<long long>(stats.prompt_tokens), static_cast<long long>(stats.generated_tokens),
-               stats.seconds, stats.seconds > 0 ? double(stats.generated_tokens) / stats.seconds : 0.0,
-               static_cast<long long>(stats.steps), static_cast<long long>(stats.graph_steps),
-               results.at(0).finish_reason.c_str());
+  std::fprintf(
+      stderr,
+      "tp %d x pp %d, %s: %lld prompt tokens (%lld cached), %lld generated in %.3f s (%.1f tok/s), %lld steps "
+      "(%lld from CUDA graphs), finish: %s\n",
+      options.tp_size, options.pp_size, tpkit::dtype_name(options.dtype), static_cast<long long>(stats.prompt_tokens),
+      static_cast<long long>(stats.prefix_cache_hits), static_cast<long long>(stats.generated_tokens), stats.seconds,
+      stats.seconds > 0 ? double(stats.generated_tokens) / stats.seconds : 0.0, static_cast<long long>(stats.steps),
+      static_cast<long long>(stats.graph_steps), results.at(0).finish_reason.c_str());
 }
 }  // namespace generate

@@ -147,6 +147,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1e-6, 1.0));
   app.add_flag("--enforce-eager", gpu.enforce_eager, "GPU: never replay decode steps from CUDA graphs");
+  app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", options.enable_prefix_caching,
+               "reuse the KV blocks of earlier prompts that began with the same tokens (default: on)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -49,6 +49,12 @@ class EngineRank {
     layers_ = split_layers(checkpoint.config().num_layers, options.pp_size,
                            options.layers_per_stage)[std::size_t(layout.pp_rank(world_rank))];
     model_ = make_rank_model<Backend>(ops, checkpoint, shard, options, layers_, graph_max_rows);
+    // One block pool per micro-batch, each over its share of the KV blocks. They live as long as
+    // the rank (so does the cache they index): a later generate() finds the prefixes of earlier ones.
+    const std::int64_t blocks_each = options_.num_kv_blocks / options_.micro_batches;
+    pools_.reserve(std::size_t(options_.micro_batches));  // the pools hold iterators into themselves
+    for (int k = 0; k < options_.micro_batches; ++k)
+      pools_.emplace_back(blocks_each, options_.block_size, options_.enable_prefix_caching);
   }
 
   // Generates for every request. Every rank returns the same results; `on_token` is called and
@@ -66,9 +72,14 @@ class EngineRank {
     const int mbs = options_.micro_batches;
     const std::int64_t blocks_each = options_.num_kv_blocks / mbs;
     std::vector<Scheduler> schedulers;
-    for (int k = 0; k < mbs; ++k)
+    std::vector<PrefixCacheStats> cache_before;
+    for (int k = 0; k < mbs; ++k) {
       schedulers.emplace_back(SchedulerOptions{(options_.max_num_seqs + mbs - 1) / mbs, options_.max_num_batched_tokens,
-                                               options_.block_size, blocks_each, std::int32_t(k * blocks_each)});
+                                               std::int32_t(k * blocks_each)},
+                              pools_[std::size_t(k)]);
+      cache_before.push_back(pools_[std::size_t(k)].stats());
+    }
+    std::int64_t computed_tokens = 0;
     std::vector<Sequence> sequences(prompts.size());
     for (std::size_t i = 0; i < prompts.size(); ++i) {
       Sequence& s = sequences[i];
@@ -117,6 +128,7 @@ class EngineRank {
               {ch.sequence->tokens.data() + ch.start, ch.count, ch.start, &ch.sequence->blocks, ch.samples});
           rows += ch.samples ? 1 : 0;
         }
+        for (const ScheduledChunk& ch : f.step) computed_tokens += ch.count;
         model_->forward(groups.tp(), step_sequences, stage.last() ? rows : 0, &stage);
         scheduler.complete(f.step);
         ++steps;
@@ -137,7 +149,12 @@ class EngineRank {
     GenerationStats st;
     st.steps = steps;
     st.graph_steps = model_->graph_steps() - graph_steps_before;
-    for (const Scheduler& sc : schedulers) st.preemptions += sc.preemptions();
+    st.computed_tokens = computed_tokens;
+    for (std::size_t k = 0; k < schedulers.size(); ++k) {
+      st.preemptions += schedulers[k].preemptions();
+      st.prefix_cache_queries += pools_[k].stats().queries - cache_before[k].queries;
+      st.prefix_cache_hits += pools_[k].stats().hits - cache_before[k].hits;
+    }
     for (Sequence& s : sequences) {
       GenerationResult& r = results[s.index];
       r.prompt_ids.assign(s.tokens.begin(), s.tokens.begin() + s.prompt_length);
@@ -161,6 +178,7 @@ class EngineRank {
 
   EngineOptions options_;
   StopChecker stop_;
+  std::vector<BlockPool> pools_;
   Range layers_;
   std::unique_ptr<RankModel<Backend>> model_;
 };

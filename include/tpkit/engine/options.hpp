@@ -36,6 +36,9 @@ struct EngineOptions {
   std::int64_t block_size = 16;
   std::int64_t num_kv_blocks = 0;  // 0: enough for max_num_seqs full-length sequences, within kv_cache_bytes
   std::int64_t kv_cache_bytes = std::int64_t(1) << 30;  // per rank, when num_kv_blocks is 0 (CPU)
+  // Automatic prefix caching: a prompt reuses the KV blocks of earlier requests that began with
+  // the same tokens (kv/block_pool.hpp); outputs are the same with it on or off.
+  bool enable_prefix_caching = true;
   // CPU engines: threads inside each rank (linear layers, attention heads, the LM head). 0: the
   // cores this process may use divided by the ranks on this host, at least 1. Results are
   // bitwise the same at any count.

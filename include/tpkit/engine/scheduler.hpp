@@ -8,8 +8,12 @@
 // the front of the queue, to be recomputed later. A request too large for the whole cache is
 // finished with an error instead of waiting forever.
 //
+// A new sequence first takes the cached blocks that already hold its prompt's longest whole-block
+// prefix (kv/block_pool.hpp), so only the rest is computed; at least the prompt's last token is
+// always computed, since its logits are needed. Each block a step fills is offered to the cache.
+//
 // The scheduler is deterministic: every tensor-parallel rank runs its own copy on the same
-// inputs and reaches the same decisions, so ranks agree on every block table.
+// inputs and reaches the same decisions, so ranks agree on every block table and every hit.
 #pragma once
 
 #include <algorithm>
@@ -21,7 +25,7 @@
 #include <vector>
 
 #include "tpkit/engine/request.hpp"
-#include "tpkit/kv/paged_kv_cache.hpp"
+#include "tpkit/kv/block_pool.hpp"
 #include "tpkit/tokenizer/tokenizer.hpp"
 
 namespace tpkit {
@@ -29,9 +33,7 @@ namespace tpkit {
 struct SchedulerOptions {
   std::int64_t max_num_seqs = 16;
   std::int64_t max_num_batched_tokens = 512;
-  std::int64_t block_size = 16;
-  std::int64_t num_blocks = 0;
-  std::int32_t first_block = 0;  // this scheduler's blocks are first_block .. first_block + num_blocks - 1
+  std::int32_t first_block = 0;  // the pool's block b is the cache's block first_block + b
 };
 
 struct Sequence {
@@ -47,6 +49,7 @@ struct Sequence {
   std::string text;                       // decoded generation (when a tokenizer is present)
   std::size_t streamed = 0;               // characters of `text` already handed to the stream callback
   std::shared_ptr<DecodeStream> decoder;  // the text's decode session, primed with the prompt
+  std::int64_t offered = 0;               // leading blocks already offered to the prefix cache
 
   std::int64_t generated() const { return std::int64_t(tokens.size()) - prompt_length; }
 };
@@ -61,7 +64,8 @@ struct ScheduledChunk {
 
 class Scheduler {
  public:
-  explicit Scheduler(SchedulerOptions options) : options_(options), allocator_(options.num_blocks) {
+  // `pool` holds this scheduler's blocks (and their cache, which outlives the scheduler).
+  Scheduler(SchedulerOptions options, BlockPool& pool) : options_(options), pool_(pool) {
     TPKIT_REQUIRE(options.max_num_seqs >= 1, "max_num_seqs must be >= 1 (got ", options.max_num_seqs, ")");
     TPKIT_REQUIRE(options.max_num_batched_tokens >= 1, "max_num_batched_tokens must be >= 1 (got ",
                   options.max_num_batched_tokens, ")");
@@ -69,7 +73,7 @@ class Scheduler {
 
   void add(Sequence* s) { waiting_.push_back(s); }
   bool done() const { return waiting_.empty() && running_.empty(); }
-  const BlockAllocator& allocator() const { return allocator_; }
+  const BlockPool& pool() const { return pool_; }
   std::int64_t preemptions() const { return preemptions_; }
 
   // Fills `step` (cleared first; reused across steps) with the work for the next step. It stays
@@ -101,18 +105,28 @@ class Scheduler {
     // Admit queued requests while budget, sequence slots and blocks allow.
     while (!waiting_.empty() && budget > 0 && std::int64_t(running_.size()) < options_.max_num_seqs) {
       Sequence* s = waiting_.front();
-      const std::int64_t need = blocks_for(std::int64_t(s->tokens.size()));
-      if (need > allocator_.num_blocks()) {
+      const std::int64_t length = std::int64_t(s->tokens.size());
+      const std::int64_t need = blocks_for(length);
+      if (need > pool_.num_blocks()) {
         waiting_.pop_front();
         finish(s, "error: the request needs " + std::to_string(need) + " KV blocks but the cache has " +
-                      std::to_string(allocator_.num_blocks()));
+                      std::to_string(pool_.num_blocks()));
         continue;
       }
-      const std::int64_t count = std::min<std::int64_t>(std::int64_t(s->tokens.size()), budget);
-      if (!reserve(s, count)) break;  // wait for running sequences to free blocks
+      // Cached blocks first: whole blocks of the prompt, never its last token.
+      for (std::int32_t b : pool_.match(s->tokens, (length - 1) / pool_.block_size()))
+        s->blocks.push_back(options_.first_block + b);
+      s->offered = std::int64_t(s->blocks.size());
+      s->computed = s->offered * pool_.block_size();
+      const std::int64_t count = std::min<std::int64_t>(length - s->computed, budget);
+      if (!reserve(s, s->computed + count)) {  // wait for running sequences to free blocks
+        release(s);
+        s->computed = 0;
+        break;
+      }
       waiting_.pop_front();
       running_.push_back(s);
-      step.push_back({s, 0, count, count == std::int64_t(s->tokens.size())});
+      step.push_back({s, s->computed, count, s->computed + count == length});
       budget -= count;
     }
     if (step.empty() && !waiting_.empty() && running_.empty()) {
@@ -123,9 +137,19 @@ class Scheduler {
     }
   }
 
-  // After a step: the chunks' tokens are now cached.
+  // After a step: the chunks' tokens are now in the cache, and the blocks they filled are
+  // offered to the prefix cache.
   void complete(const std::vector<ScheduledChunk>& step) {
-    for (const ScheduledChunk& c : step) c.sequence->computed = c.start + c.count;
+    for (const ScheduledChunk& c : step) {
+      Sequence& s = *c.sequence;
+      s.computed = c.start + c.count;
+      const std::int64_t bs = pool_.block_size();
+      for (; s.offered < s.computed / bs; ++s.offered) {
+        const std::size_t i = std::size_t(s.offered);
+        pool_.cache(s.blocks[i] - options_.first_block, i > 0 ? s.blocks[i - 1] - options_.first_block : -1,
+                    s.tokens.data() + s.offered * bs);
+      }
+    }
   }
 
   // Ends a sequence (EOS, length, stop string or error) and returns its blocks.
@@ -137,20 +161,21 @@ class Scheduler {
   }
 
  private:
-  std::int64_t blocks_for(std::int64_t tokens) const {
-    return (tokens + options_.block_size - 1) / options_.block_size;
-  }
+  std::int64_t blocks_for(std::int64_t tokens) const { return (tokens + pool_.block_size() - 1) / pool_.block_size(); }
   // Grows s's block table to cover `tokens` positions; all or nothing.
   bool reserve(Sequence* s, std::int64_t tokens) {
     const std::int64_t need = blocks_for(tokens) - std::int64_t(s->blocks.size());
     if (need <= 0) return true;
-    if (allocator_.num_free() < need) return false;
-    for (std::int64_t i = 0; i < need; ++i) s->blocks.push_back(options_.first_block + allocator_.allocate());
+    if (pool_.num_free() < need) return false;
+    for (std::int64_t i = 0; i < need; ++i) s->blocks.push_back(options_.first_block + pool_.allocate());
     return true;
   }
   void release(Sequence* s) {
-    for (std::int32_t b : s->blocks) allocator_.release(b - options_.first_block);
+    // Last block first, so that in the LRU list a sequence's later blocks (reachable only through
+    // its earlier ones) are reused before the earlier ones.
+    for (auto it = s->blocks.rbegin(); it != s->blocks.rend(); ++it) pool_.release(*it - options_.first_block);
     s->blocks.clear();
+    s->offered = 0;
   }
   // Frees a running sequence's blocks and puts it back at the head of the queue; it will be
   // recomputed from its tokens when readmitted.
@@ -163,7 +188,7 @@ class Scheduler {
   }
 
   SchedulerOptions options_;
-  BlockAllocator allocator_;
+  BlockPool& pool_;
   std::deque<Sequence*> waiting_;
   std::vector<Sequence*> running_;
   std::int64_t preemptions_ = 0;
