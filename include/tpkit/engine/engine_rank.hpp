@@ -64,6 +64,21 @@ class EngineRank {
                                          const std::vector<SamplingParams>& params,
                                          const std::vector<std::uint64_t>& seeds, const TokenCallback& on_token,
                                          GenerationStats* stats = nullptr) {
+    try {
+      return run(groups, prompts, params, seeds, on_token, stats);
+    } catch (...) {
+      // The sequences that held blocks are gone, and the ranks may have stopped at different
+      // points of a step: every rank starts again from empty pools (the cache is dropped).
+      for (BlockPool& pool : pools_) pool = BlockPool(pool.num_blocks(), pool.block_size(), pool.caching());
+      throw;
+    }
+  }
+
+ private:
+  std::vector<GenerationResult> run(ParallelGroups<Backend>& groups,
+                                    const std::vector<std::vector<std::int32_t>>& prompts,
+                                    const std::vector<SamplingParams>& params, const std::vector<std::uint64_t>& seeds,
+                                    const TokenCallback& on_token, GenerationStats* stats) {
     const bool leader = groups.leader();
     PipelineStage<Backend> stage(groups.pp(), layers_);
     // One scheduler per micro-batch, each with its own share of the KV blocks; requests are dealt
@@ -168,7 +183,6 @@ class EngineRank {
     return results;
   }
 
- private:
   // Appends a sampled token, applies the stop rules and streams what became final.
   void accept(Sequence& s, std::int32_t token, Scheduler& scheduler, const TokenCallback* on_token) {
     const StopChecker::Verdict v = stop_.accept(s, token);

@@ -42,7 +42,8 @@ struct GenerationStats {
   std::int64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, preemptions = 0;
   std::int64_t graph_steps = 0;      // steps whose layers ran from a CUDA graph (on the leader)
   std::int64_t computed_tokens = 0;  // tokens the model ran (prompt and generated; cached ones are not run)
-  std::int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;  // prompt tokens looked up / found cached
+  // Prompt tokens looked up in the prefix cache when requests were admitted, and found there.
+  std::int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;
   double seconds = 0;
 };
 

@@ -50,6 +50,7 @@ struct Sequence {
   std::size_t streamed = 0;               // characters of `text` already handed to the stream callback
   std::shared_ptr<DecodeStream> decoder;  // the text's decode session, primed with the prompt
   std::int64_t offered = 0;               // leading blocks already offered to the prefix cache
+  bool admitted = false;                  // once: its prompt lookup has been counted
 
   std::int64_t generated() const { return std::int64_t(tokens.size()) - prompt_length; }
 };
@@ -114,8 +115,8 @@ class Scheduler {
         continue;
       }
       // Cached blocks first: whole blocks of the prompt, never its last token.
-      for (std::int32_t b : pool_.match(s->tokens, (length - 1) / pool_.block_size()))
-        s->blocks.push_back(options_.first_block + b);
+      const std::int64_t lookup = pool_.caching() ? (length - 1) / pool_.block_size() : 0;
+      for (std::int32_t b : pool_.match(s->tokens, lookup)) s->blocks.push_back(options_.first_block + b);
       s->offered = std::int64_t(s->blocks.size());
       s->computed = s->offered * pool_.block_size();
       const std::int64_t count = std::min<std::int64_t>(length - s->computed, budget);
@@ -126,6 +127,9 @@ class Scheduler {
       }
       waiting_.pop_front();
       running_.push_back(s);
+      if (!s->admitted)  // the prompt's lookup, counted once (not again on readmission)
+        pool_.count_lookup(lookup * pool_.block_size(), s->computed);
+      s->admitted = true;
       step.push_back({s, s->computed, count, s->computed + count == length});
       budget -= count;
     }

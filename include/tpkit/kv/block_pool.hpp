@@ -64,6 +64,10 @@ class BasicBlockPool {
   std::int64_t num_free() const { return std::int64_t(free_.size() + lru_.size()); }
   std::int64_t num_cached() const { return std::int64_t(index_.size()); }
   const PrefixCacheStats& stats() const { return stats_; }
+  void count_lookup(std::int64_t queried_tokens, std::int64_t hit_tokens) {
+    stats_.queries += queried_tokens;
+    stats_.hits += hit_tokens;
+  }
 
   // A block for new content (reference count 1), or -1 when every block is held.
   std::int32_t allocate() {
@@ -80,6 +84,9 @@ class BasicBlockPool {
     }
     Block& block = blocks_[std::size_t(b)];
     block.refs = 1;
+    // New content: entries cached after this block under its old content (children of an
+    // uncached duplicate, for one) must never match behind the new.
+    ++block.generation;
     return b;
   }
 
@@ -97,11 +104,10 @@ class BasicBlockPool {
   }
 
   // The cached blocks that hold the longest prefix of `tokens` made of whole blocks, at most
-  // `max_blocks` of them; each gains a reference. Counts `max_blocks` blocks' tokens as queried.
+  // `max_blocks` of them; each gains a reference. (The caller counts the lookup, once per request.)
   std::vector<std::int32_t> match(const std::vector<std::int32_t>& tokens, std::int64_t max_blocks) {
     std::vector<std::int32_t> hits;
     if (!caching_ || max_blocks <= 0) return hits;
-    stats_.queries += max_blocks * block_size_;
     std::int32_t parent = -1;
     for (std::int64_t i = 0; i < max_blocks; ++i) {
       const std::int32_t b = find(parent, tokens.data() + i * block_size_);
@@ -111,7 +117,6 @@ class BasicBlockPool {
       hits.push_back(b);
       parent = b;
     }
-    stats_.hits += std::int64_t(hits.size()) * block_size_;
     return hits;
   }
 
@@ -168,7 +173,6 @@ class BasicBlockPool {
       }
     block.cached = false;
     block.tokens.clear();
-    ++block.generation;
   }
 
   std::int64_t block_size_;
