@@ -9,8 +9,8 @@
 // Blocks are reference-counted: cached blocks are shared read-only between sequences (a
 // sequence only writes beyond its full blocks). A block whose count drops to zero keeps its
 // content and waits in an LRU list; it is reused for new work only when no never-cached block
-// is free, the least recently released first. Reusing a block bumps its generation, which
-// invalidates the entries of blocks cached after it.
+// is free, the least recently released first. Giving a block new content bumps its generation,
+// which invalidates the entries of blocks cached after its old content.
 //
 // The pool is deterministic: the same calls give the same blocks on every rank, so every rank of
 // a TP x PP world, running its own replica of the scheduler, reaches the same hits.
