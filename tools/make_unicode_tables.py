@@ -175,6 +175,8 @@ def main():
 
 #include <cstdint>
 
+// Generated rows: not for clang-format.
+// clang-format off
 namespace tpkit::unicode_tables {{
 
 // General categories, in this order; a category's index is its value in kCategoryStarts.
@@ -255,6 +257,7 @@ inline constexpr Composition kCompositions[] = {{
 }};
 
 }}  // namespace tpkit::unicode_tables
+// clang-format on
 """
     with open(OUT, "w", encoding="utf-8") as f:
         f.write(text)

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+// Generated rows: not for clang-format.
+// clang-format off
 namespace tpkit::unicode_tables {
 
 // General categories, in this order; a category's index is its value in kCategoryStarts.
@@ -2693,3 +2695,4 @@ inline constexpr Composition kCompositions[] = {
 };
 
 }  // namespace tpkit::unicode_tables
+// clang-format on
