@@ -30,19 +30,6 @@ struct Request {
   bool print_prompt_ids = false;
 };
 
-inline std::string folder_of(const std::string& path) {
-  if (tpkit::is_directory(path)) return path;
-  const std::size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
-// The tokenizer beside the model: tokenizer.json, else a llama2.c tokenizer.bin, tok512.bin or
-// tok32000.bin, in the model's folder (or the folder of a .bin model); "" when there is none.
-// The library never guesses; the application does.
-inline std::string find_tokenizer(const std::string& model_path) {
-  return tpkit::find_tokenizer_file(folder_of(model_path));
-}
-
 // The prompt ids of a --chat request and the end-of-turn ids the chat stops at.
 inline void apply_chat(const tpkit::Tokenizer& tokenizer, Request& request) {
   const auto chat = tpkit::jinja::ChatTemplate::from_model(request.template_dir);

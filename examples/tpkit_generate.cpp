@@ -158,9 +158,9 @@ int main(int argc, char** argv) {
   if (seed_option->count()) params.seed = seed;
   if (dtype == "bf16") options.dtype = tpkit::DType::bf16;
   if (dtype == "f16") options.dtype = tpkit::DType::f16;
-  if (options.tokenizer.empty()) options.tokenizer = generate::find_tokenizer(model);
+  if (options.tokenizer.empty()) options.tokenizer = tpkit::find_tokenizer_beside(model);
   // The chat template sits beside the tokenizer (tokenizer_config.json), else beside the model.
-  request.template_dir = generate::folder_of(options.tokenizer.empty() ? model : options.tokenizer);
+  request.template_dir = tpkit::folder_of(options.tokenizer.empty() ? model : options.tokenizer);
   const std::chrono::milliseconds timeout(timeout_ms);
   std::vector<tpkit::Fault> faults;
   try {

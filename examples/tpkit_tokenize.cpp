@@ -34,12 +34,6 @@ std::string read_stdin() {
   return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
 }
 
-std::string folder_of(const std::string& path) {
-  if (tpkit::is_directory(path)) return path;
-  const std::size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
 void write(const std::string& text) { std::fwrite(text.data(), 1, text.size(), stdout); }
 
 }  // namespace
@@ -69,9 +63,10 @@ int main(int argc, char** argv) {
   try {
     const std::string input = read_stdin();
     if (render_chat) {
-      const auto chat = tpkit::jinja::ChatTemplate::from_model(folder_of(path));
+      const auto chat = tpkit::jinja::ChatTemplate::from_model(tpkit::folder_of(path));
       if (!chat)
-        throw tpkit::Error(folder_of(path) + " has no chat template (chat_template.jinja or tokenizer_config.json)");
+        throw tpkit::Error(tpkit::folder_of(path) +
+                           " has no chat template (chat_template.jinja or tokenizer_config.json)");
       const tpkit::Json request = tpkit::Json::parse(input, "stdin");
       if (!request.is_object()) throw tpkit::FormatError("stdin: expected a JSON object with \"messages\"");
       tpkit::jinja::ChatInput chat_input;

@@ -1,7 +1,11 @@
 // The engine with one process per rank over MPI (run with 2, 4 and 5 processes): the same
 // greedy tokens as the single-rank engine for every TP x PP shape the world size allows, on
-// the real stories260K weights; and processes that disagree get an error, not a hang.
+// the real stories260K weights; processes that disagree get an error, not a hang; and the
+// running engine serves from world rank 0 while the other ranks follow.
+#include <condition_variable>
 #include <map>
+#include <mutex>
+#include <thread>
 
 #include "catch.hpp"
 #include "stories.hpp"
@@ -80,4 +84,56 @@ TEST_CASE("MPI engine: processes that disagree are told so on every rank", "[mpi
   wrong.pp_size = 1;
   if (wrong.tp_size <= 8)
     REQUIRE_THROWS_WITH(DistributedEngine<MpiBackend>(world, kBin, wrong), Catch::Contains("needs"));
+}
+
+// The running engine over processes: every rank serves; world rank 0 takes requests from another
+// thread of its own while the loop runs on its main thread. Requests join one at a time and get
+// what they get alone; the world idles past its collective timeout (heartbeats keep the followers
+// waiting) and serves again; shutdown ends serve() on every rank.
+TEST_CASE("MPI engine: world rank 0 serves requests from another thread, heartbeats keep it alive when idle",
+          "[mpi][engine][service]") {
+  MpiOptions mpi;
+  mpi.timeout = std::chrono::milliseconds(1000);
+  Communicator<MpiBackend> world(MpiBackend::world(mpi));
+  const int pp = world.size() % 2 == 0 ? 2 : 1;
+  EngineOptions o;
+  o.tp_size = world.size() / pp, o.pp_size = pp, o.tokenizer = kTokenizer;
+  o.idle_heartbeat = std::chrono::milliseconds(100);
+  DistributedEngine<MpiBackend> engine(world, kBin, o);
+  INFO("tp " << o.tp_size << " x pp " << o.pp_size << ", world rank " << world.rank());
+  std::vector<std::vector<std::int32_t>> got(kPrompts.size());
+  std::string failure;
+  std::thread client;
+  if (world.rank() == 0) {
+    client = std::thread([&] {
+      try {
+        std::mutex m;
+        std::condition_variable cv;
+        std::size_t finished = 0;
+        for (std::size_t i = 0; i < kPrompts.size(); ++i) {
+          engine.submit(kPrompts[i], greedy(), [&, i](const RequestOutput& out) {
+            std::lock_guard<std::mutex> lock(m);
+            got[i].insert(got[i].end(), out.token_ids.begin(), out.token_ids.end());
+            if (out.finished) ++finished, cv.notify_all();
+          });
+          if (i == 2) std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // idle for > the timeout
+        }
+        std::unique_lock<std::mutex> lock(m);
+        if (!cv.wait_for(lock, std::chrono::seconds(120), [&] { return finished == kPrompts.size(); }))
+          failure = "the requests did not finish";
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      engine.begin_shutdown(ShutdownMode::drain);
+    });
+  }
+  engine.serve();
+  if (client.joinable()) client.join();
+  REQUIRE(failure.empty());
+  if (world.rank() == 0) {
+    REQUIRE(got == reference(kBin));
+    REQUIRE_THROWS_AS(engine.submit(kPrompts[0], greedy(), {}), Unavailable);
+  } else {
+    REQUIRE_THROWS_AS(engine.submit(kPrompts[0], greedy(), {}), Unavailable);  // only world rank 0 takes requests
+  }
 }

@@ -61,6 +61,17 @@ class FormatError : public Error {
   using Error::Error;
 };
 
+// A running engine that cannot take a request now: its queue is full (Overloaded), or it is
+// shutting down or was never started on this rank (Unavailable). A server answers 429 and 503.
+class Overloaded : public Error {
+ public:
+  using Error::Error;
+};
+class Unavailable : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 
 template <class... Args>

@@ -100,10 +100,11 @@ class CudaEngine : public engine_detail::EngineBase<CudaEngine> {
 
   std::vector<GenerationResult> generate(const std::vector<std::vector<std::int32_t>>& prompts,
                                          const std::vector<SamplingParams>& params, TokenCallback on_token = {}) {
-    return generate_on_threads(
-        prompts, params, on_token, [&](auto&& fn) { gpu::run_device_mock_ranks(contexts_, fn, options_.comm); },
-        ranks_);
+    return generate_on_loop(prompts, params, on_token);
   }
+
+  // Stops taking requests, ends the ones in flight as `mode` says, and stops the ranks.
+  void shutdown(ShutdownMode mode = ShutdownMode::drain) { runner_.stop(mode); }
 
  private:
   CudaEngine(const std::string& model_path, EngineOptions options, GpuOptions gpu, bool size_from_memory)
@@ -136,11 +137,14 @@ class CudaEngine : public engine_detail::EngineBase<CudaEngine> {
           context.synchronize("loading the model");
         },
         options_.comm);
+    start_on_threads(
+        runner_, [this](auto&& fn) { gpu::run_device_mock_ranks(contexts_, fn, options_.comm); }, ranks_);
   }
 
   GpuOptions gpu_;
   std::vector<std::unique_ptr<gpu::CudaContext>> contexts_;  // before ranks_: destroyed after the models
   std::vector<std::unique_ptr<EngineRank<gpu::DeviceMockBackend, CudaOps>>> ranks_;
+  engine_detail::RankRunner runner_;  // last: stops before the ranks go
 };
 
 }  // namespace tpkit

@@ -1,8 +1,9 @@
 // tpkit/engine/distributed_engine.hpp: the engine with one rank per process (MPI, NCCL, or any
 // backend whose world spans processes). Each process loads the checkpoint (memory-mapped: it
-// reads only its own slices) and runs its rank. Every process must pass the same model, options
-// and requests; that is checked, and a disagreement is an error on every rank rather than a
-// hang or wrong tokens.
+// reads only its own slices) and runs its rank. Two ways to use it: generate(), collective, where
+// every process passes the same requests (checked: a disagreement is an error on every rank
+// rather than a hang or wrong tokens); or serve() on every rank, with world rank 0 taking
+// requests from its other threads (submit, abort, status, shutdown) as a server does.
 #pragma once
 
 #include <chrono>
@@ -27,7 +28,7 @@ namespace tpkit {
 template <class Backend, class Ops = HostOps>
 class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Backend, Ops>> {
   using Base = engine_detail::EngineBase<DistributedEngine<Backend, Ops>>;
-  using Base::checkpoint_, Base::options_, Base::tokenizer_, Base::stats_;
+  using Base::checkpoint_, Base::options_, Base::tokenizer_, Base::stats_, Base::control_;
 
  public:
   // graph_max_rows: decode steps of up to this many sequences replay graphs where Ops can
@@ -37,12 +38,16 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
       : Base(model_path, std::move(options)),
         world_(world),
         groups_((check_setup(), world), options_.layout()),
-        rank_(checkpoint_, options_, this->decoder(), world.rank(), ops ? *ops : default_ops(), graph_max_rows) {}
+        rank_(checkpoint_, options_, this->decoder(), world.rank(), ops ? *ops : default_ops(), graph_max_rows) {
+    this->controller_ = world.rank() == 0;
+  }
 
   bool leader() const { return world_.rank() == options_.layout().leader(); }
-  using Base::config, Base::has_tokenizer, Base::generate;
+  using Base::config, Base::has_tokenizer, Base::generate, Base::begin_shutdown;
 
-  // Collective over the world. Seeds drawn for unseeded requests are world rank 0's.
+  // Offline: collective over the world, every rank passing the same requests; every rank returns
+  // the results, and `on_token` is called on the leader (the rank that samples) only. Seeds drawn
+  // for unseeded requests are world rank 0's.
   std::vector<GenerationResult> generate(const std::vector<std::vector<std::int32_t>>& prompts,
                                          const std::vector<SamplingParams>& params, TokenCallback on_token = {}) {
     std::vector<std::uint64_t> seeds = engine_detail::check_requests(config(), has_tokenizer(), prompts, params);
@@ -58,14 +63,35 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
       for (std::int32_t id : p.stop_token_ids) f.add(id);
     }
     require_agreement(world_, f, "the requests");
-    // (Signed and unsigned views of the same integers may alias.)
-    if (!seeds.empty()) world_.broadcast(reinterpret_cast<std::int64_t*>(seeds.data()), seeds.size(), 0);
-    stats_ = {};
+    // The ids rank 0 gives the requests, so every rank can tell whose outputs it sees.
+    std::int64_t first = world_.rank() == 0 ? std::int64_t(control_.next_id()) : 0;
+    world_.broadcast(&first, 1, 0);
     const auto start = std::chrono::steady_clock::now();
-    auto results = rank_.generate(groups_, prompts, params, seeds, on_token, &stats_);
-    stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const EngineStatus before = rank_.counters();
+    engine_detail::ResultCollector collector(prompts, leader() ? std::move(on_token) : TokenCallback());
+    if (world_.rank() == 0) {
+      std::vector<std::pair<std::vector<std::int32_t>, SamplingParams>> requests;
+      for (std::size_t i = 0; i < prompts.size(); ++i) {
+        requests.emplace_back(prompts[i], params[i]);
+        requests.back().second.seed = seeds[i];
+      }
+      control_.submit(std::move(requests), {});
+    }
+    run_loop(engine_detail::IdleMode::exit,
+             [&](const RequestOutput& out) { collector.add(std::size_t(std::int64_t(out.id) - first), out); });
+    std::vector<GenerationResult> results = collector.wait();
+    stats_ =
+        engine_detail::stats_between(before, rank_.counters(), results,
+                                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     return results;
   }
+
+  // Online: every rank calls serve(), which returns once world rank 0's begin_shutdown() has let the
+  // requests in flight end. Meanwhile other threads of world rank 0 submit() and abort(). Idle
+  // ranks exchange a heartbeat every EngineOptions::idle_heartbeat, so no timeout trips. If a
+  // rank fails, serve() throws on every rank it reaches and every request in flight ends with
+  // the error.
+  void serve() { run_loop(engine_detail::IdleMode::heartbeat, {}); }
 
  private:
   // HostOps with threads_per_rank threads (0: this host's cores over its ranks of this job);
@@ -77,6 +103,15 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
       return HostOps(options_.threads_per_rank);
     } else {
       return Ops();
+    }
+  }
+
+  void run_loop(engine_detail::IdleMode idle, const OutputCallback& local) {
+    try {
+      rank_.serve(groups_, world_.rank() == 0 ? &control_ : nullptr, idle, options_.idle_heartbeat, local);
+    } catch (...) {
+      if (world_.rank() == 0) control_.fail_all(std::current_exception());
+      throw;
     }
   }
 

@@ -1,18 +1,26 @@
 // tpkit/engine/engine_base.hpp: what every engine holds (the checkpoint, the checked options,
-// the tokenizer, the last run's statistics), the checks a request list gets before any rank
-// runs it, and the text form of generate.
+// the tokenizer, the control its running loop takes requests from, the last generate()'s
+// statistics), the checks a request gets before any rank runs it, the running engine's API
+// (submit, abort, status), and generate() as a client of it.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "tpkit/core/error.hpp"
+#include "tpkit/engine/control.hpp"
 #include "tpkit/engine/options.hpp"
 #include "tpkit/engine/request.hpp"
 #include "tpkit/engine/stop_checker.hpp"
@@ -62,6 +70,103 @@ inline std::unique_ptr<Tokenizer> load_checked_tokenizer(const std::string& path
   return tokenizer;
 }
 
+// GenerationStats of one generate() call: the counters' change (exact when nothing else ran
+// meanwhile) and the requests' own token counts.
+inline GenerationStats stats_between(const EngineStatus& before, const EngineStatus& after,
+                                     const std::vector<GenerationResult>& results, double seconds) {
+  GenerationStats st;
+  st.steps = after.steps - before.steps;
+  st.graph_steps = after.graph_steps - before.graph_steps;
+  st.computed_tokens = after.computed_tokens - before.computed_tokens;
+  st.preemptions = after.preemptions - before.preemptions;
+  st.prefix_cache_queries = after.prefix_cache_queries - before.prefix_cache_queries;
+  st.prefix_cache_hits = after.prefix_cache_hits - before.prefix_cache_hits;
+  for (const GenerationResult& r : results) {
+    st.prompt_tokens += std::int64_t(r.prompt_ids.size());
+    st.generated_tokens += std::int64_t(r.token_ids.size());
+  }
+  st.seconds = seconds;
+  return st;
+}
+
+// Builds generate()'s results from the outputs, and calls the TokenCallback as it always has: per
+// token (-1 for an end-of-sequence token that released text) with the text that became final.
+class ResultCollector {
+ public:
+  ResultCollector(const std::vector<std::vector<std::int32_t>>& prompts, TokenCallback on_token)
+      : results_(prompts.size()), on_token_(std::move(on_token)), remaining_(prompts.size()) {
+    for (std::size_t i = 0; i < prompts.size(); ++i) results_[i].prompt_ids = prompts[i];
+  }
+
+  void add(std::size_t i, const RequestOutput& out) {
+    GenerationResult& r = results_[i];
+    r.token_ids.insert(r.token_ids.end(), out.token_ids.begin(), out.token_ids.end());
+    r.text += out.text;
+    if (on_token_) {
+      for (std::size_t t = 0; t < out.token_ids.size(); ++t)
+        on_token_(i, out.token_ids[t], t + 1 == out.token_ids.size() ? std::string_view(out.text) : "");
+      if (out.token_ids.empty() && !out.text.empty()) on_token_(i, -1, out.text);
+    }
+    if (!out.finished) return;
+    r.finish_reason = out.finish_reason;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (out.error && !error_) error_ = out.error;
+    if (--remaining_ == 0) done_.notify_all();
+  }
+
+  // Waits for every request's last output; rethrows the engine's failure, if any.
+  std::vector<GenerationResult> wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return remaining_ == 0; });
+    if (error_) std::rethrow_exception(error_);
+    return std::move(results_);
+  }
+  std::exception_ptr error() const { return error_; }
+
+ private:
+  std::vector<GenerationResult> results_;
+  TokenCallback on_token_;
+  std::mutex mutex_;
+  std::condition_variable done_;
+  std::size_t remaining_;
+  std::exception_ptr error_;
+};
+
+// Runs the ranks of a threaded engine on a thread of their own for as long as the engine lives:
+// started when the first request arrives, parked when idle, started again after a failure
+// (whose requests end with it). Declare it after the ranks, so it stops before they go.
+class RankRunner {
+ public:
+  RankRunner() = default;
+  RankRunner(const RankRunner&) = delete;
+  RankRunner& operator=(const RankRunner&) = delete;
+  ~RankRunner() { stop(ShutdownMode::abort); }
+
+  // `run_ranks()` runs every rank's loop until it exits, and throws what failed.
+  void start(EngineControl& control, std::function<void()> run_ranks) {
+    control_ = &control;
+    thread_ = std::thread([&control, run = std::move(run_ranks)] {
+      while (control.wait_for_work()) {
+        try {
+          run();
+        } catch (...) {
+          control.fail_all(std::current_exception());
+        }
+      }
+    });
+  }
+  // Stops accepting, ends the requests in flight as `mode` says, and waits for the ranks.
+  void stop(ShutdownMode mode) {
+    if (!control_) return;
+    control_->begin_shutdown(mode);
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  EngineControl* control_ = nullptr;
+  std::thread thread_;
+};
+
 // CRTP base of the engines: Derived provides generate(token-id prompts, params, callback).
 template <class Derived>
 class EngineBase {
@@ -73,7 +178,7 @@ class EngineBase {
     TPKIT_REQUIRE(tokenizer_, "this engine has no tokenizer (EngineOptions::tokenizer); pass token ids instead");
     return *tokenizer_;
   }
-  // Of the last generate() call (filled on the leader rank).
+  // Of the last generate() call.
   const GenerationStats& last_stats() const { return stats_; }
 
   // Text prompts (encoded with the tokenizer's special tokens, such as a BOS; special-token text
@@ -81,11 +186,51 @@ class EngineBase {
   std::vector<GenerationResult> generate(const std::vector<std::string>& prompts, const SamplingParams& params,
                                          TokenCallback on_token = {}) {
     std::vector<std::vector<std::int32_t>> ids;
-    EncodeOptions encode;
-    encode.add_special_tokens = true;
-    for (const auto& p : prompts) ids.push_back(tokenizer().encode(p, encode));
+    for (const auto& p : prompts) ids.push_back(encode_prompt(p));
     return static_cast<Derived&>(*this).generate(ids, std::vector<SamplingParams>(prompts.size(), params),
                                                  std::move(on_token));
+  }
+
+  // ---- the running engine (on a distributed engine: world rank 0 only) ----
+
+  // Submits a request while the engine runs; `on_output` receives its outputs on the engine's
+  // thread. Throws InvalidArgument for a request that can never run (checked as generate()
+  // checks), Unavailable once shutdown began, Overloaded when `max_waiting` (>= 0) requests
+  // already wait. A request without a seed gets one.
+  RequestId submit(std::vector<std::int32_t> prompt, SamplingParams params, OutputCallback on_output,
+                   std::int64_t max_waiting = -1) {
+    require_controller();
+    params.seed = check_requests(config(), has_tokenizer(), {prompt}, {params})[0];
+    std::vector<std::pair<std::vector<std::int32_t>, SamplingParams>> one;
+    one.emplace_back(std::move(prompt), std::move(params));
+    return control_.submit(
+        std::move(one),
+        [cb = std::move(on_output)](std::size_t, const RequestOutput& out) {
+          if (cb) cb(out);
+        },
+        max_waiting)[0];
+  }
+  RequestId submit(const std::string& prompt, SamplingParams params, OutputCallback on_output,
+                   std::int64_t max_waiting = -1) {
+    return submit(encode_prompt(prompt), std::move(params), std::move(on_output), max_waiting);
+  }
+  // Ends a submitted request with finish reason "abort" and frees its KV blocks; false when it is
+  // unknown or already finished.
+  bool abort(RequestId id) {
+    require_controller();
+    return control_.abort(id);
+  }
+  // Stops taking requests (submit throws Unavailable) and ends the ones in flight as `mode` says;
+  // returns at once. The ranks' loop ends once nothing is left (a threaded engine's shutdown()
+  // waits for that; a distributed engine's serve() returns).
+  void begin_shutdown(ShutdownMode mode = ShutdownMode::drain) {
+    require_controller();
+    control_.begin_shutdown(mode);
+  }
+  // Requests running and waiting, KV-cache usage, and counters since the engine started.
+  EngineStatus status() const {
+    require_controller();
+    return control_.status();
   }
 
  protected:
@@ -97,30 +242,56 @@ class EngineBase {
   // How the ranks turn tokens into text (null without a tokenizer); lives as long as the engine.
   const Tokenizer* decoder() const { return tokenizer_.get(); }
 
-  // The engines whose ranks are threads of this process: run_ranks(fn) runs fn(world) on every
-  // rank's thread (over the mock backend or its one-GPU form); ranks[r] is world rank r.
-  template <class RunRanks, class Ranks>
-  std::vector<GenerationResult> generate_on_threads(const std::vector<std::vector<std::int32_t>>& prompts,
-                                                    const std::vector<SamplingParams>& params,
-                                                    const TokenCallback& on_token, RunRanks&& run_ranks, Ranks& ranks) {
+  std::vector<std::int32_t> encode_prompt(const std::string& prompt) const {
+    EncodeOptions encode;
+    encode.add_special_tokens = true;
+    return tokenizer().encode(prompt, encode);
+  }
+
+  void require_controller() const {
+    if (!controller_) throw Unavailable("only world rank 0 of a distributed engine takes requests");
+  }
+
+  // generate() of the engines whose ranks are threads of this process: a client of the running loop.
+  std::vector<GenerationResult> generate_on_loop(const std::vector<std::vector<std::int32_t>>& prompts,
+                                                 const std::vector<SamplingParams>& params,
+                                                 const TokenCallback& on_token) {
     const std::vector<std::uint64_t> seeds = check_requests(config(), tokenizer_ != nullptr, prompts, params);
-    std::vector<GenerationResult> results;
-    stats_ = {};
     const auto start = std::chrono::steady_clock::now();
-    run_ranks([&](auto& world) {
-      using Backend = typename std::decay_t<decltype(world)>::backend_type;
-      ParallelGroups<Backend> groups(world, options_.layout());
-      auto mine = ranks[std::size_t(world.rank())]->generate(groups, prompts, params, seeds, on_token, &stats_);
-      if (groups.leader()) results = std::move(mine);
-    });
-    stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const EngineStatus before = control_.status();
+    std::vector<std::pair<std::vector<std::int32_t>, SamplingParams>> requests;
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      requests.emplace_back(prompts[i], params[i]);
+      requests.back().second.seed = seeds[i];
+    }
+    auto collector = std::make_shared<ResultCollector>(prompts, on_token);
+    control_.submit(std::move(requests),
+                    [collector](std::size_t i, const RequestOutput& out) { collector->add(i, out); });
+    std::vector<GenerationResult> results = collector->wait();
+    stats_ = stats_between(before, control_.status(), results,
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     return results;
+  }
+
+  // Starts the threaded engine's rank loop; `run_ranks(fn)` runs fn(world) on every rank's thread
+  // (over the mock backend or its one-GPU form); ranks[r] is world rank r.
+  template <class RunRanks, class Ranks>
+  void start_on_threads(RankRunner& runner, RunRanks run_ranks, Ranks& ranks) {
+    runner.start(control_, [this, run_ranks, &ranks] {
+      run_ranks([&](auto& world) {
+        using Backend = typename std::decay_t<decltype(world)>::backend_type;
+        ParallelGroups<Backend> groups(world, options_.layout());
+        ranks[std::size_t(world.rank())]->serve(groups, &control_, IdleMode::park, options_.idle_heartbeat);
+      });
+    });
   }
 
   Checkpoint checkpoint_;
   EngineOptions options_;
   std::unique_ptr<Tokenizer> tokenizer_;
   GenerationStats stats_;
+  EngineControl control_;
+  bool controller_ = true;  // this process takes requests (a distributed engine's world rank 0)
 };
 
 }  // namespace engine_detail

@@ -1,19 +1,24 @@
-// tpkit/engine/engine_rank.hpp: one rank of the engine and the generation loop every rank of a
-// TP x PP world runs.
+// tpkit/engine/engine_rank.hpp: one rank of the engine and the step loop every rank of a TP x PP
+// world runs for as long as the engine serves.
 //
-// Every rank runs the same deterministic schedulers; the leader (TP rank 0 of the last stage)
-// samples and hands the tokens to every other rank, so all ranks extend the same sequences.
+// Each round the controller (world rank 0) sends every rank the requests that arrived and the
+// ones aborted (tpkit/engine/control.hpp); every rank then runs the same deterministic schedulers
+// over them, and the leader (TP rank 0 of the last stage) samples and hands the tokens to every
+// other rank, so all ranks extend the same sequences and agree on every block table.
 // Used by Engine (ranks as threads over the mock backend), one per process over MPI or NCCL
 // (DistributedEngine), and on a GPU with Ops = CudaOps (CudaEngine, NcclEngine).
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "tpkit/comm/backend.hpp"
+#include "tpkit/engine/control.hpp"
 #include "tpkit/engine/options.hpp"
 #include "tpkit/engine/rank_model.hpp"
 #include "tpkit/engine/request.hpp"
@@ -29,6 +34,7 @@ template <class Backend, class Ops = HostOps>
 class EngineRank {
  public:
   static constexpr int kTokenTag = 2;
+  static constexpr int kControlTag = 3;
   // How the tokens travel. Host backends buffer sends: the leader sends each rank the tokens as
   // soon as it has sampled them, and a rank receives them only when it needs them, so the
   // pipeline's stages overlap. A stream-ordered backend (NCCL: stream_ordered) cannot
@@ -57,28 +63,44 @@ class EngineRank {
       pools_.emplace_back(blocks_each, options_.block_size, options_.enable_prefix_caching);
   }
 
-  // Generates for every request. Every rank returns the same results; `on_token` is called and
-  // `stats` filled on the leader only.
-  std::vector<GenerationResult> generate(ParallelGroups<Backend>& groups,
-                                         const std::vector<std::vector<std::int32_t>>& prompts,
-                                         const std::vector<SamplingParams>& params,
-                                         const std::vector<std::uint64_t>& seeds, const TokenCallback& on_token,
-                                         GenerationStats* stats = nullptr) {
+  // The step loop, until the controller sends `exit`. World rank 0 is the controller: `control`
+  // is where its requests come from and its outputs go. Other ranks pass null, or with
+  // IdleMode::park the same object, only to park on. `local`, if set, receives every output on
+  // this rank too (every rank holds every sequence). On an exception the rank drops its cache
+  // (the ranks may have stopped at different points of a step) and rethrows; the requests are
+  // then the caller's to fail (EngineControl::fail_all).
+  void serve(ParallelGroups<Backend>& groups, EngineControl* control, engine_detail::IdleMode idle,
+             std::chrono::milliseconds heartbeat, const OutputCallback& local = {}) {
     try {
-      return run(groups, prompts, params, seeds, on_token, stats);
+      loop(groups, control, idle, heartbeat, local);
     } catch (...) {
-      // The sequences that held blocks are gone, and the ranks may have stopped at different
-      // points of a step: every rank starts again from empty pools (the cache is dropped).
-      for (BlockPool& pool : pools_) pool = BlockPool(pool.num_blocks(), pool.block_size(), pool.caching());
+      for (BlockPool& pool : pools_) {
+        const PrefixCacheStats seen = pool.stats();  // counters stay monotonic
+        pool = BlockPool(pool.num_blocks(), pool.block_size(), pool.caching());
+        pool.count_lookup(seen.queries, seen.hits);
+      }
       throw;
     }
   }
 
+  // This rank's counters since it was built (EngineStatus's counters; the gauges are not set).
+  EngineStatus counters() const {
+    EngineStatus s = counters_;
+    for (const BlockPool& pool : pools_) {
+      s.prefix_cache_queries += pool.stats().queries;
+      s.prefix_cache_hits += pool.stats().hits;
+    }
+    s.graph_steps = model_->graph_steps();
+    return s;
+  }
+
  private:
-  std::vector<GenerationResult> run(ParallelGroups<Backend>& groups,
-                                    const std::vector<std::vector<std::int32_t>>& prompts,
-                                    const std::vector<SamplingParams>& params, const std::vector<std::uint64_t>& seeds,
-                                    const TokenCallback& on_token, GenerationStats* stats) {
+  void loop(ParallelGroups<Backend>& groups, EngineControl* control, engine_detail::IdleMode idle,
+            std::chrono::milliseconds heartbeat, const OutputCallback& local) {
+    using engine_detail::ControlMessage;
+    Communicator<Backend>& world = groups.world();
+    const bool controller = world.rank() == 0;
+    TPKIT_REQUIRE(!controller || control, "world rank 0 runs the engine's loop with its EngineControl");
     const bool leader = groups.leader();
     PipelineStage<Backend> stage(groups.pp(), layers_);
     // One scheduler per micro-batch, each with its own share of the KV blocks; requests are dealt
@@ -87,66 +109,112 @@ class EngineRank {
     const int mbs = options_.micro_batches;
     const std::int64_t blocks_each = options_.num_kv_blocks / mbs;
     std::vector<Scheduler> schedulers;
-    std::vector<PrefixCacheStats> cache_before;
-    for (int k = 0; k < mbs; ++k) {
+    for (int k = 0; k < mbs; ++k)
       schedulers.emplace_back(SchedulerOptions{(options_.max_num_seqs + mbs - 1) / mbs, options_.max_num_batched_tokens,
                                                std::int32_t(k * blocks_each)},
                               pools_[std::size_t(k)]);
-      cache_before.push_back(pools_[std::size_t(k)].stats());
-    }
-    std::int64_t computed_tokens = 0;
-    std::vector<Sequence> sequences(prompts.size());
-    for (std::size_t i = 0; i < prompts.size(); ++i) {
-      Sequence& s = sequences[i];
-      s.index = i;
-      s.tokens = prompts[i];
-      s.prompt_length = std::int64_t(prompts[i].size());
-      s.params = params[i];
-      s.rng.seed(seeds[i]);
-      schedulers[i % std::size_t(mbs)].add(&s);
-    }
     struct InFlight {
       std::vector<ScheduledChunk> step;
       std::vector<std::int32_t> tokens;  // the step's sampled tokens, once known
       bool pending = false;              // sampled tokens not yet accepted
     };
     std::vector<InFlight> flights(static_cast<std::size_t>(mbs));
+    std::map<RequestId, std::unique_ptr<Sequence>> live;  // every rank holds every sequence
     std::vector<SampleRequest> requests;
     std::vector<StepSequence> step_sequences;
-    std::int64_t steps = 0;
-    const std::int64_t graph_steps_before = model_->graph_steps();
-    const TokenCallback* callback = leader ? &on_token : nullptr;
-    for (bool active = true; active;) {
-      active = false;
+    // This round's outputs (built on the controller, or where `local` wants them).
+    const bool outputs_wanted = controller || bool(local);
+    std::vector<RequestOutput> outputs;
+    std::map<RequestId, std::size_t> output_of;
+    std::vector<RequestId> started;
+    const auto output_for = [&](RequestId id) -> RequestOutput& {
+      auto [it, added] = output_of.emplace(id, outputs.size());
+      if (added) outputs.emplace_back().id = id;
+      return outputs[it->second];
+    };
+    std::size_t dealt = 0;  // requests dealt to the micro-batches
+    for (;;) {
+      bool idle_now = true;
+      for (int k = 0; k < mbs; ++k)
+        idle_now = idle_now && schedulers[std::size_t(k)].done() && !flights[std::size_t(k)].pending;
+      ControlMessage message =
+          exchange(world, controller ? control->next(idle_now, idle, heartbeat) : ControlMessage());
+      for (engine_detail::NewRequest& r : message.added) {
+        auto s = std::make_unique<Sequence>();
+        s->id = r.id;
+        s->tokens = std::move(r.prompt);
+        s->prompt_length = std::int64_t(s->tokens.size());
+        s->params = std::move(r.params);
+        s->rng.seed(r.seed);
+        s->micro_batch = dealt++ % std::size_t(mbs);
+        schedulers[s->micro_batch].add(s.get());
+        live.emplace(r.id, std::move(s));
+      }
+      for (RequestId id : message.aborted) {
+        auto it = live.find(id);
+        if (it == live.end()) continue;  // finished meanwhile
+        schedulers[it->second->micro_batch].finish(it->second.get(), "abort");
+      }
+      if (message.action == ControlMessage::exit) break;  // sent only when nothing is live
+      if (message.action == ControlMessage::park) {
+        TPKIT_REQUIRE(control, "an engine rank parks on its EngineControl");
+        const std::uint64_t wakes = control->wake_count();
+        world.barrier();  // every rank is here: none can fail while the others wait without a deadline
+        if (controller)
+          control->park();
+        else
+          control->wait_past(wakes);
+        continue;
+      }
       for (int k = 0; k < mbs; ++k) {
         InFlight& f = flights[std::size_t(k)];
         Scheduler& scheduler = schedulers[std::size_t(k)];
-        if (!f.pending && scheduler.done()) continue;
-        active = true;
         if (f.pending) {  // the tokens of this micro-batch's previous step
           if (kTokensByBroadcast)
-            groups.world().broadcast(f.tokens.data(), f.tokens.size(), groups.layout().leader());
+            world.broadcast(f.tokens.data(), f.tokens.size(), groups.layout().leader());
           else if (!leader)
-            groups.world().recv(f.tokens.data(), f.tokens.size(), groups.layout().leader(), kTokenTag);
+            world.recv(f.tokens.data(), f.tokens.size(), groups.layout().leader(), kTokenTag);
           std::size_t row = 0;
           for (const ScheduledChunk& ch : f.step)
-            if (ch.samples) accept(*ch.sequence, f.tokens[row++], scheduler, callback);
+            if (ch.samples) {
+              const std::int32_t token = f.tokens[row++];
+              if (!ch.sequence->finished)  // (not aborted since)
+                accept(*ch.sequence, token, scheduler, outputs_wanted ? &output_for(ch.sequence->id) : nullptr);
+            }
           f.pending = false;
         }
-        if (scheduler.done()) continue;
-        scheduler.schedule(f.step);
-        if (f.step.empty()) continue;  // the scheduler finished requests that cannot run
+        f.step.clear();
+        if (!scheduler.done()) scheduler.schedule(f.step);
+        // The finished sequences are in no step now: their last output, and they are gone.
+        for (Sequence* s : scheduler.take_finished()) {
+          if (outputs_wanted) {
+            RequestOutput& out = output_for(s->id);
+            out.text += s->text.substr(std::min(s->streamed, s->text.size()));  // what a stop string held back
+            out.finished = true;
+            out.finish_reason = s->finish_reason;
+            out.prompt_tokens = s->prompt_length;
+            out.completion_tokens = s->generated();
+            out.cached_tokens = s->cached_tokens;
+          }
+          live.erase(s->id);
+        }
+        if (f.step.empty()) continue;
         step_sequences.clear();
         std::int64_t rows = 0;
         for (const ScheduledChunk& ch : f.step) {
           step_sequences.push_back(
               {ch.sequence->tokens.data() + ch.start, ch.count, ch.start, &ch.sequence->blocks, ch.samples});
           rows += ch.samples ? 1 : 0;
+          counters_.computed_tokens += ch.count;
+          if (!ch.sequence->started) {
+            ch.sequence->started = true;
+            counters_.prompt_tokens += ch.sequence->prompt_length;
+            if (controller) started.push_back(ch.sequence->id);
+          }
         }
-        for (const ScheduledChunk& ch : f.step) computed_tokens += ch.count;
         model_->forward(groups.tp(), step_sequences, stage.last() ? rows : 0, &stage);
         scheduler.complete(f.step);
-        ++steps;
+        ++counters_.steps;
         if (rows == 0) continue;
         f.tokens.assign(std::size_t(rows), 0);
         if (leader) {
@@ -154,45 +222,77 @@ class EngineRank {
           for (const ScheduledChunk& ch : f.step)
             if (ch.samples) requests.push_back({&ch.sequence->params, &ch.sequence->rng});
           model_->sample(requests, f.tokens.data());
-          for (int r = 0; !kTokensByBroadcast && r < groups.world().size(); ++r)
-            if (r != groups.world().rank()) groups.world().send(f.tokens.data(), f.tokens.size(), r, kTokenTag);
+          for (int r = 0; !kTokensByBroadcast && r < world.size(); ++r)
+            if (r != world.rank()) world.send(f.tokens.data(), f.tokens.size(), r, kTokenTag);
         }
         f.pending = true;
       }
+      if (controller) {
+        EngineStatus status = counters();
+        for (std::size_t k = 0; k < schedulers.size(); ++k) {
+          status.running += schedulers[k].num_running();
+          status.waiting += schedulers[k].num_waiting();
+          status.preemptions += schedulers[k].preemptions();
+          status.kv_blocks_used += pools_[k].num_blocks() - pools_[k].num_free();
+          status.kv_blocks_total += pools_[k].num_blocks();
+        }
+        if (local)
+          for (const RequestOutput& out : outputs) local(out);
+        control->end_round(started, outputs, status);
+      } else if (local) {
+        for (const RequestOutput& out : outputs) local(out);
+      }
+      outputs.clear(), output_of.clear(), started.clear();
     }
-    std::vector<GenerationResult> results(prompts.size());
-    GenerationStats st;
-    st.steps = steps;
-    st.graph_steps = model_->graph_steps() - graph_steps_before;
-    st.computed_tokens = computed_tokens;
-    for (std::size_t k = 0; k < schedulers.size(); ++k) {
-      st.preemptions += schedulers[k].preemptions();
-      st.prefix_cache_queries += pools_[k].stats().queries - cache_before[k].queries;
-      st.prefix_cache_hits += pools_[k].stats().hits - cache_before[k].hits;
-    }
-    for (Sequence& s : sequences) {
-      GenerationResult& r = results[s.index];
-      r.prompt_ids.assign(s.tokens.begin(), s.tokens.begin() + s.prompt_length);
-      r.token_ids.assign(s.tokens.begin() + s.prompt_length, s.tokens.end());
-      r.text = s.text;
-      r.finish_reason = s.finish_reason;
-      st.prompt_tokens += s.prompt_length;
-      st.generated_tokens += s.generated();
-    }
-    if (leader && stats) *stats = st;
-    return results;
+    for (const Scheduler& scheduler : schedulers) counters_.preemptions += scheduler.preemptions();
   }
 
-  // Appends a sampled token, applies the stop rules and streams what became final.
-  void accept(Sequence& s, std::int32_t token, Scheduler& scheduler, const TokenCallback* on_token) {
+  // The controller's message, on every rank. Host backends buffer sends, so the controller (a
+  // stage-0 rank) sends and goes on; a stream-ordered backend broadcasts (see kTokensByBroadcast).
+  static engine_detail::ControlMessage exchange(Communicator<Backend>& world, engine_detail::ControlMessage mine) {
+    using engine_detail::ControlMessage;
+    if (world.size() == 1) return mine;
+    std::vector<std::uint8_t> bytes;
+    std::int64_t header[2] = {0, 0};  // action, payload bytes
+    if (world.rank() == 0) {
+      if (mine.action == ControlMessage::run) bytes = mine.encode();
+      header[0] = mine.action, header[1] = std::int64_t(bytes.size());
+    }
+    if (kTokensByBroadcast) {
+      world.broadcast(header, 2, 0);
+      bytes.resize(std::size_t(header[1]));
+      if (header[1] > 0) world.broadcast(bytes.data(), bytes.size(), 0);
+    } else if (world.rank() == 0) {
+      for (int r = 1; r < world.size(); ++r) {
+        world.send(header, 2, r, kControlTag);
+        if (header[1] > 0) world.send(bytes.data(), bytes.size(), r, kControlTag);
+      }
+    } else {
+      world.recv(header, 2, 0, kControlTag);
+      TPKIT_REQUIRE(header[0] >= ControlMessage::run && header[0] <= ControlMessage::exit && header[1] >= 0,
+                    "engine control message: bad header (", header[0], ", ", header[1], ")");
+      bytes.resize(std::size_t(header[1]));
+      if (header[1] > 0) world.recv(bytes.data(), bytes.size(), 0, kControlTag);
+    }
+    if (world.rank() == 0) return mine;
+    return ControlMessage::decode(ControlMessage::Action(header[0]), bytes.data(), bytes.size());
+  }
+
+  // Appends a sampled token, applies the stop rules, and adds what became final to `out`.
+  void accept(Sequence& s, std::int32_t token, Scheduler& scheduler, RequestOutput* out) {
+    ++counters_.generation_tokens;
     const StopChecker::Verdict v = stop_.accept(s, token);
-    if (on_token && *on_token && v.stream) (*on_token)(s.index, v.eos ? -1 : token, v.text);
+    if (out) {
+      if (!v.eos) out->token_ids.push_back(token);
+      out->text += v.text;
+    }
     if (!v.finish_reason.empty()) scheduler.finish(&s, v.finish_reason);
   }
 
   EngineOptions options_;
   StopChecker stop_;
   std::vector<BlockPool> pools_;
+  EngineStatus counters_;  // steps, tokens and preemptions of the loops so far
   Range layers_;
   std::unique_ptr<RankModel<Backend>> model_;
 };

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -44,6 +45,10 @@ struct EngineOptions {
   // bitwise the same at any count.
   int threads_per_rank = 0;
   MockOptions comm;  // the threaded engines' in-process backend (timeouts, injected faults)
+  // Ranks that are processes (DistributedEngine::serve): how often an idle controller sends the
+  // others an empty step, so that they wait for work without tripping their backend's timeout
+  // and still notice a controller that died. Keep it well under that timeout.
+  std::chrono::milliseconds idle_heartbeat{1000};
 
   ParallelLayout layout() const { return {tp_size, pp_size}; }
 };

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <string>
@@ -46,6 +47,51 @@ struct GenerationStats {
   std::int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;
   double seconds = 0;
 };
+
+// A request submitted to a running engine (Engine::submit) is known by this id.
+using RequestId = std::uint64_t;
+
+// What a submitted request's stream receives: one output per sampled token (an end-of-sequence
+// token adds no id) and a last one with `finished` set. Concatenated, the text deltas are the
+// request's whole text.
+struct RequestOutput {
+  RequestId id = 0;
+  std::vector<std::int32_t> token_ids;  // tokens this output adds
+  std::string text;                     // text that became final with them
+  bool finished = false;
+  // On the last output: "stop" (EOS, a stop token or string), "length" (max_tokens, the context
+  // or the cache), "abort" (aborted or shut down) or "error: ..." (refused, or the engine failed).
+  std::string finish_reason;
+  std::exception_ptr error;  // when the engine failed: what it threw
+  // Usage, on the last output: prompt tokens, generated tokens (without EOS), and prompt tokens
+  // found in the prefix cache; seconds between submission and first scheduling.
+  std::int64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+  double queue_seconds = 0;
+};
+
+// Receives a submitted request's outputs, in order, on the engine's loop thread: it must be quick
+// and must not block (hand the output to another thread). It may call the engine's submit and abort.
+using OutputCallback = std::function<void(const RequestOutput&)>;
+
+// A running engine's state: gauges as of the last step, counters since the engine started.
+struct EngineStatus {
+  std::int64_t running = 0;                              // sequences being computed
+  std::int64_t waiting = 0;                              // submitted and not yet running (preempted ones included)
+  std::int64_t kv_blocks_used = 0, kv_blocks_total = 0;  // held by sequences (cached free blocks are free)
+  std::int64_t prompt_tokens = 0;                        // prompt tokens of the requests scheduled
+  std::int64_t generation_tokens = 0;                    // tokens sampled (end-of-sequence tokens included)
+  std::int64_t computed_tokens = 0;                      // tokens the model ran
+  std::int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;  // in tokens, as GenerationStats
+  std::int64_t preemptions = 0, steps = 0, graph_steps = 0;
+  std::int64_t requests_finished = 0;
+  bool accepting = true;  // false once shutdown() began
+  std::string failure;    // the last failure of the engine's ranks (empty: none)
+
+  double kv_cache_usage() const { return kv_blocks_total ? double(kv_blocks_used) / double(kv_blocks_total) : 0.0; }
+};
+
+// How shutdown() ends the requests in flight: let them finish, or end them with "abort".
+enum class ShutdownMode { drain, abort };
 
 // Called on each new token: request index, token id (-1 for the end-of-sequence token), and
 // the text that became final with it.

@@ -22,6 +22,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tpkit/engine/request.hpp"
@@ -37,7 +38,7 @@ struct SchedulerOptions {
 };
 
 struct Sequence {
-  std::size_t index = 0;             // position in the caller's request list
+  RequestId id = 0;
   std::vector<std::int32_t> tokens;  // prompt, then generated tokens
   std::int64_t prompt_length = 0;
   std::int64_t computed = 0;  // leading tokens whose K/V are in the cache
@@ -51,6 +52,9 @@ struct Sequence {
   std::shared_ptr<DecodeStream> decoder;  // the text's decode session, primed with the prompt
   std::int64_t offered = 0;               // leading blocks already offered to the prefix cache
   bool admitted = false;                  // once: its prompt lookup has been counted
+  std::int64_t cached_tokens = 0;         // prompt tokens found in the prefix cache at first admission
+  bool started = false;                   // once: it has been in a step
+  std::size_t micro_batch = 0;            // whose scheduler holds it
 
   std::int64_t generated() const { return std::int64_t(tokens.size()) - prompt_length; }
 };
@@ -74,6 +78,8 @@ class Scheduler {
 
   void add(Sequence* s) { waiting_.push_back(s); }
   bool done() const { return waiting_.empty() && running_.empty(); }
+  std::int64_t num_running() const { return std::int64_t(running_.size()); }
+  std::int64_t num_waiting() const { return std::int64_t(waiting_.size()); }
   const BlockPool& pool() const { return pool_; }
   std::int64_t preemptions() const { return preemptions_; }
 
@@ -127,8 +133,10 @@ class Scheduler {
       }
       waiting_.pop_front();
       running_.push_back(s);
-      if (!s->admitted)  // the prompt's lookup, counted once (not again on readmission)
+      if (!s->admitted) {  // the prompt's lookup, counted once (not again on readmission)
         pool_.count_lookup(lookup * pool_.block_size(), s->computed);
+        s->cached_tokens = s->computed;
+      }
       s->admitted = true;
       step.push_back({s, s->computed, count, s->computed + count == length});
       budget -= count;
@@ -156,13 +164,21 @@ class Scheduler {
     }
   }
 
-  // Ends a sequence (EOS, length, stop string or error) and returns its blocks.
+  // Ends a sequence, running or waiting (EOS, length, a stop string, an abort or an error), and
+  // returns its blocks. It joins the finished list.
   void finish(Sequence* s, std::string reason) {
+    if (s->finished) return;
     s->finished = true;
     s->finish_reason = std::move(reason);
     release(s);
     running_.erase(std::remove(running_.begin(), running_.end(), s), running_.end());
+    waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), s), waiting_.end());
+    finished_.push_back(s);
   }
+
+  // The sequences finished since the last call, in the order they finished. Once the step that
+  // schedule() last filled no longer names them, nothing in the scheduler does.
+  std::vector<Sequence*> take_finished() { return std::exchange(finished_, {}); }
 
  private:
   std::int64_t blocks_for(std::int64_t tokens) const { return (tokens + pool_.block_size() - 1) / pool_.block_size(); }
@@ -195,6 +211,7 @@ class Scheduler {
   BlockPool& pool_;
   std::deque<Sequence*> waiting_;
   std::vector<Sequence*> running_;
+  std::vector<Sequence*> finished_;
   std::int64_t preemptions_ = 0;
 };
 

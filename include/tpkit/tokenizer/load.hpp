@@ -25,6 +25,21 @@ inline std::string find_tokenizer_file(const std::string& directory) {
   return {};
 }
 
+// The folder a model or tokenizer path names: the path itself when it is a directory, else the
+// folder holding the file (where tokenizer_config.json and the chat template are looked for).
+inline std::string folder_of(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return path;
+  const std::size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+// The tokenizer beside a model (a Hugging Face directory or a llama2.c .bin file): what
+// find_tokenizer_file finds in its folder. The library never guesses; applications call this.
+inline std::string find_tokenizer_beside(const std::string& model_path) {
+  return find_tokenizer_file(folder_of(model_path));
+}
+
 // `path`: a tokenizer.json (any *.json), a llama2.c tokenizer file, or a directory holding one.
 inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   namespace fs = std::filesystem;
