@@ -216,10 +216,11 @@ inline void read_common(const json& body, GenerationRequest& r, int max_tokens_d
   });
   for (const char* name : {"logprobs", "top_logprobs", "echo", "logit_bias", "suffix", "tools", "response_format"})
     optional_field(body, name, [&](const json& v) {
-      const bool off = (v.is_boolean() && !v.get<bool>()) || (v.is_number_integer() && v.get<std::int64_t>() == 0) ||
-                       (v.is_object() && v.empty()) || (v.is_array() && v.empty()) ||
-                       (std::string(name) == "response_format" && v.is_object() && v.value("type", "") == "text") ||
-                       (std::string(name) == "suffix" && v.is_string() && v.get<std::string>().empty());
+      const bool off =
+          (v.is_boolean() && !v.get<bool>()) || (v.is_number_integer() && v.get<std::int64_t>() == 0) ||
+          (v.is_object() && v.empty()) || (v.is_array() && v.empty()) ||
+          (std::string(name) == "response_format" && v.is_object() && v.contains("type") && v["type"] == "text") ||
+          (std::string(name) == "suffix" && v.is_string() && v.get<std::string>().empty());
       if (!off) throw bad_request(std::string("'") + name + "' is not supported by tpkit-serve", name);
     });
 }

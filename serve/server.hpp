@@ -42,42 +42,52 @@ struct ServerOptions {
   std::string chat_template_dir;         // where the chat template is looked for
 };
 
-// One submitted request's outputs, handed from the engine's thread to the HTTP thread; also
-// where its latencies are measured for the metrics.
+// The outputs of one HTTP request's engine requests (one per prompt, its choice index), handed
+// from the engine's thread to the HTTP thread in arrival order; also where their latencies are
+// measured for the metrics.
 class RequestStream {
   using Clock = std::chrono::steady_clock;
 
  public:
-  RequestStream(Metrics& metrics, Clock::time_point arrival) : metrics_(metrics), arrival_(arrival), last_(arrival) {}
+  RequestStream(Metrics& metrics, Clock::time_point arrival, std::size_t choices)
+      : metrics_(metrics), arrival_(arrival), timing_(choices, Timing{arrival}) {}
 
-  static OutputCallback callback(const std::shared_ptr<RequestStream>& stream) {
-    return [stream](const RequestOutput& out) { stream->push(out); };
+  static OutputCallback callback(const std::shared_ptr<RequestStream>& stream, std::size_t choice) {
+    return [stream, choice](const RequestOutput& out) { stream->push(choice, out); };
   }
 
-  // The next output, or nullopt when none came before `deadline`.
-  std::optional<RequestOutput> next(Clock::time_point deadline) {
+  // The next output and its choice, or nullopt when none came before `deadline`.
+  std::optional<std::pair<std::size_t, RequestOutput>> next(Clock::time_point deadline) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (!changed_.wait_until(lock, deadline, [&] { return !queue_.empty(); })) return std::nullopt;
-    RequestOutput out = std::move(queue_.front());
+    auto out = std::move(queue_.front());
     queue_.pop_front();
     return out;
   }
 
  private:
-  void push(const RequestOutput& out) {
+  struct Timing {  // of one choice; touched only by the engine's thread
+    Clock::time_point last;
+    bool first_token = false;
+    double ttft = 0;
+    std::vector<double> gaps;
+  };
+
+  void push(std::size_t choice, const RequestOutput& out) {
     const Clock::time_point now = Clock::now();
+    Timing& t = timing_[choice];
     if (!out.token_ids.empty()) {
-      if (!first_token_)
-        ttft_ = seconds(arrival_, now), first_token_ = true;
+      if (!t.first_token)
+        t.ttft = seconds(arrival_, now), t.first_token = true;
       else
-        gaps_.push_back(seconds(last_, now));
-      last_ = now;
+        t.gaps.push_back(seconds(t.last, now));
+      t.last = now;
     }
     if (out.finished)
-      metrics_.finished(openai_finish_reason(out.finish_reason), first_token_ ? ttft_ : -1, gaps_,
+      metrics_.finished(openai_finish_reason(out.finish_reason), t.first_token ? t.ttft : -1, t.gaps,
                         seconds(arrival_, now), out.queue_seconds);
     std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back(out);
+    queue_.emplace_back(choice, out);
     changed_.notify_all();
   }
   static double seconds(Clock::time_point a, Clock::time_point b) {
@@ -85,13 +95,11 @@ class RequestStream {
   }
 
   Metrics& metrics_;
-  Clock::time_point arrival_, last_;
-  bool first_token_ = false;
-  double ttft_ = 0;
-  std::vector<double> gaps_;
+  Clock::time_point arrival_;
+  std::vector<Timing> timing_;
   std::mutex mutex_;
   std::condition_variable changed_;
-  std::deque<RequestOutput> queue_;
+  std::deque<std::pair<std::size_t, RequestOutput>> queue_;
 };
 
 template <class EngineT>
@@ -134,7 +142,6 @@ class Server {
     http_.set_read_timeout(std::chrono::seconds(30));
     http_.set_write_timeout(std::chrono::seconds(30));
     http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      // cpp-httplib answers a body over the limit with a bare 413; give it the error object.
       if (!options_.api_key.empty() && req.path.rfind("/v1/", 0) == 0 &&
           req.get_header_value("Authorization") != "Bearer " + options_.api_key) {
         reply_error(
@@ -143,6 +150,8 @@ class Server {
       }
       return httplib::Server::HandlerResponse::Unhandled;
     });
+    // cpp-httplib answers a body over the limit (413) or an unknown path (404) with a bare status:
+    // give it the error object.
     http_.set_error_handler([](const httplib::Request&, httplib::Response& res) {
       if (!res.body.empty()) return;
       if (res.status == 413)
@@ -218,6 +227,8 @@ class Server {
       reply_error(res, ApiError(400, std::string("the chat template failed: ") + e.what(), "messages"));
     } catch (const FormatError& e) {
       reply_error(res, ApiError(400, e.what()));
+    } catch (const json::exception& e) {  // a value of an unexpected type somewhere we did not check
+      reply_error(res, ApiError(400, std::string("the request does not have the expected form: ") + e.what()));
     }
   }
 
@@ -229,9 +240,20 @@ class Server {
     reply(res, e.body());
   }
 
+  // Parsing is iterative, but copying and printing a value recurse: deeper bodies are refused.
+  static constexpr int kMaxDepth = 64;
   json parse_body(const httplib::Request& req) const {
-    json body = json::parse(req.body, nullptr, false);
+    bool too_deep = false;
+    json body = json::parse(
+        req.body,
+        [&](int depth, json::parse_event_t, json&) {
+          if (depth <= kMaxDepth) return true;
+          too_deep = true;
+          return false;  // dropped
+        },
+        false);
     if (body.is_discarded()) throw bad_request("the request body is not valid JSON");
+    if (too_deep) throw bad_request("the request body nests deeper than " + std::to_string(kMaxDepth) + " levels");
     return body;
   }
   void check_model(const std::string& model) const {
@@ -269,22 +291,27 @@ class Server {
                      "max_tokens", "context_length_exceeded");
   }
 
-  // Submits every prompt (all or none) and returns their streams.
-  std::vector<std::shared_ptr<RequestStream>> submit(const std::vector<std::vector<std::int32_t>>& prompts,
-                                                     const SamplingParams& params, std::vector<RequestId>& ids) {
+  // Submits every prompt (all or none) and returns the stream of their outputs.
+  std::shared_ptr<RequestStream> submit(const std::vector<std::vector<std::int32_t>>& prompts,
+                                        const SamplingParams& params, std::vector<RequestId>& ids) {
     check_accepting();
-    const Clock::time_point arrival = Clock::now();
-    std::vector<std::shared_ptr<RequestStream>> streams;
+    auto stream = std::make_shared<RequestStream>(metrics_, Clock::now(), prompts.size());
     try {
-      for (const auto& ids_of : prompts) {
-        streams.push_back(std::make_shared<RequestStream>(metrics_, arrival));
-        ids.push_back(engine_.submit(ids_of, params, RequestStream::callback(streams.back()), options_.max_queue));
-      }
+      for (std::size_t i = 0; i < prompts.size(); ++i)
+        ids.push_back(engine_.submit(prompts[i], params, RequestStream::callback(stream, i), options_.max_queue));
     } catch (...) {
       for (RequestId id : ids) engine_.abort(id);
       throw;
     }
-    return streams;
+    return stream;
+  }
+
+  // A request the engine ended with an error: one too large for the KV cache is the client's
+  // (400); anything else is the engine's (500: a rank failed).
+  static ApiError failure(const std::string& reason) {
+    if (reason.rfind("error: the request needs", 0) == 0 || reason.rfind("error: the request does not fit", 0) == 0)
+      return ApiError(400, reason.substr(7) + ": send a shorter prompt", "prompt", "kv_cache_exceeded");
+    return ApiError(500, "generation failed: " + reason);
   }
 
   std::string new_id(const char* prefix) {
@@ -303,7 +330,8 @@ class Server {
                 Chunk chunk, Choice choice, const std::optional<json>& first_chunk) {
     (void)req;
     auto ids = std::make_shared<std::vector<RequestId>>();
-    auto streams = std::make_shared<std::vector<std::shared_ptr<RequestStream>>>(submit(prompts, request.params, *ids));
+    const std::shared_ptr<RequestStream> stream = submit(prompts, request.params, *ids);
+    const std::size_t choices = prompts.size();
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(options_.request_timeout));
     const std::int64_t created =
@@ -322,29 +350,28 @@ class Server {
                   {"prompt_tokens_details", {{"cached_tokens", cached}}}};
     };
     if (!request.stream) {
-      std::vector<std::string> texts(streams->size()), reasons(streams->size());
+      std::vector<std::string> texts(choices), reasons(choices);
       std::int64_t prompt = 0, completion = 0, cached = 0;
-      for (std::size_t i = 0; i < streams->size(); ++i) {
-        for (;;) {
-          std::optional<RequestOutput> out = (*streams)[i]->next(deadline);
-          if (!out) {
-            for (RequestId rid : *ids) engine_.abort(rid);
-            throw ApiError(504, "the request did not finish within the server's request timeout", "", "timeout");
-          }
-          texts[i] += out->text;
-          if (!out->finished) continue;
-          if (out->finish_reason.rfind("error", 0) == 0) {
-            for (RequestId rid : *ids) engine_.abort(rid);
-            throw ApiError(500, "generation failed: " + out->finish_reason);
-          }
-          reasons[i] = openai_finish_reason(out->finish_reason);
-          prompt += out->prompt_tokens, completion += out->completion_tokens, cached += out->cached_tokens;
-          break;
+      for (std::size_t remaining = choices; remaining > 0;) {
+        auto next = stream->next(deadline);
+        if (!next) {
+          for (RequestId rid : *ids) engine_.abort(rid);
+          throw ApiError(504, "the request did not finish within the server's request timeout", "", "timeout");
         }
+        auto& [i, out] = *next;
+        texts[i] += out.text;
+        if (!out.finished) continue;
+        if (out.finish_reason.rfind("error", 0) == 0) {
+          for (RequestId rid : *ids) engine_.abort(rid);
+          throw failure(out.finish_reason);
+        }
+        reasons[i] = openai_finish_reason(out.finish_reason);
+        prompt += out.prompt_tokens, completion += out.completion_tokens, cached += out.cached_tokens;
+        --remaining;
       }
-      json choices = json::array();
-      for (std::size_t i = 0; i < texts.size(); ++i) choices.push_back(choice(i, texts[i], reasons[i]));
-      json body = envelope(std::move(choices));
+      json list = json::array();
+      for (std::size_t i = 0; i < choices; ++i) list.push_back(choice(i, texts[i], reasons[i]));
+      json body = envelope(std::move(list));
       body["usage"] = usage_of(prompt, completion, cached);
       reply(res, body);
       return;
@@ -353,8 +380,8 @@ class Server {
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, ids, streams, deadline, envelope, usage_of, chunk, include_usage, first_chunk](std::size_t,
-                                                                                              httplib::DataSink& sink) {
+        [this, ids, stream, choices, deadline, envelope, usage_of, chunk, include_usage, first_chunk](
+            std::size_t, httplib::DataSink& sink) {
           Active active(active_);
           const auto send = [&](const json& body) {
             const std::string event = "data: " + body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
@@ -365,37 +392,16 @@ class Server {
             return false;  // ends the response: the client is gone
           };
           if (first_chunk)
-            for (std::size_t i = 0; i < streams->size(); ++i) {
+            for (std::size_t i = 0; i < choices; ++i) {
               json c = *first_chunk;
               c["index"] = i;
               if (!send(envelope(json::array({c})))) return give_up();
             }
-          std::vector<bool> done(streams->size(), false);
-          std::size_t remaining = streams->size();
           std::int64_t prompt = 0, completion = 0, cached = 0;
-          while (remaining > 0) {
-            bool any = false;
-            for (std::size_t i = 0; i < streams->size(); ++i) {
-              if (done[i]) continue;
-              // Short waits, so that a client gone while nothing streams is noticed.
-              std::optional<RequestOutput> out =
-                  (*streams)[i]->next(std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
-              if (!out) continue;
-              any = true;
-              std::optional<std::string> reason;
-              if (out->finished) {
-                reason = openai_finish_reason(out->finish_reason);
-                done[i] = true, --remaining;
-                prompt += out->prompt_tokens, completion += out->completion_tokens, cached += out->cached_tokens;
-              }
-              if ((!out->text.empty() || reason) && !send(envelope(json::array({chunk(i, out->text, reason)}))))
-                return give_up();
-              if (out->finished && out->finish_reason.rfind("error", 0) == 0) {
-                json error = ApiError(500, "generation failed: " + out->finish_reason).body();
-                if (!send(error)) return give_up();
-              }
-            }
-            if (!any) {
+          for (std::size_t remaining = choices; remaining > 0;) {
+            // Short waits, so that a client gone while nothing streams is noticed.
+            auto next = stream->next(std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
+            if (!next) {
               if (!sink.is_writable()) return give_up();
               if (Clock::now() >= deadline) {
                 for (RequestId rid : *ids) engine_.abort(rid);
@@ -403,7 +409,19 @@ class Server {
                          .body());
                 break;
               }
+              continue;
             }
+            auto& [i, out] = *next;
+            std::optional<std::string> reason;
+            if (out.finished) {
+              reason = openai_finish_reason(out.finish_reason);
+              --remaining;
+              prompt += out.prompt_tokens, completion += out.completion_tokens, cached += out.cached_tokens;
+            }
+            if ((!out.text.empty() || reason) && !send(envelope(json::array({chunk(i, out.text, reason)}))))
+              return give_up();
+            if (out.finished && out.finish_reason.rfind("error", 0) == 0)
+              if (!send(failure(out.finish_reason).body())) return give_up();
           }
           if (include_usage) {
             json last = envelope(json::array());

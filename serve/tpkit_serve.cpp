@@ -61,10 +61,10 @@ void serve_http(EngineT& engine, tpkit::serve::Server<EngineT>& server, int port
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(drain_timeout);
   for (;;) {
     const tpkit::EngineStatus s = engine.status();
-    if (s.running + s.waiting == 0) break;
+    if (s.unfinished == 0) break;
     if (std::chrono::steady_clock::now() >= deadline) {
       std::fprintf(stderr, "tpkit-serve: drain timeout: aborting %lld request(s)\n",
-                   static_cast<long long>(s.running + s.waiting));
+                   static_cast<long long>(s.unfinished));
       engine.begin_shutdown(tpkit::ShutdownMode::abort);
       break;
     }

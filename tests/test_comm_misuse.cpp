@@ -125,7 +125,7 @@ TEST_CASE("an injected failure is rethrown and does not hang the others", "[comm
   REQUIRE(took < 5s);  // the others were woken, not left to time out
 }
 
-TEST_CASE("a stalled rank longer than the timeout is reported; a shorter stall is tolerated", "[comm][faults]") {
+TEST_CASE("a stalled rank longer than the timeout is reported, a shorter stall is tolerated", "[comm][faults]") {
   MockOptions o = with_timeout(200ms);
   o.faults.push_back(Fault::stall_at(2, 1, 800ms));
   expect_failure<CollectiveTimeout>(3,

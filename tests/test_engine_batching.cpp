@@ -93,7 +93,7 @@ TEST_CASE("a request larger than the whole cache ends with an error, the others 
   REQUIRE(results[1].token_ids.size() == 5);
 }
 
-TEST_CASE("temperature 0 and top-k 1 equal greedy; seeded sampling repeats exactly", "[engine][sampling]") {
+TEST_CASE("temperature 0 and top-k 1 equal greedy, seeded sampling repeats exactly", "[engine][sampling]") {
   const auto expected = one_by_one(1);
   SamplingParams topk1 = greedy();
   topk1.temperature = 0.9f;

@@ -169,7 +169,7 @@ TEST_CASE("generate() from several threads at once: each caller gets what it get
   for (const auto& g : got) CHECK(g == want);
 }
 
-TEST_CASE("an aborted request ends with \"abort\" and frees its blocks; the others go on", "[engine][service]") {
+TEST_CASE("an aborted request ends with finish reason abort and frees its blocks, the others go on", "[engine][service]") {
   Engine engine(kBin, options(2, 2));
   const GenerationResult alone = engine.generate({kPrompts[1]}, stories::greedy(50))[0];
   Stream doomed, kept;
@@ -190,7 +190,30 @@ TEST_CASE("an aborted request ends with \"abort\" and frees its blocks; the othe
   CHECK(s.kv_blocks_used == 0);
 }
 
-TEST_CASE("a request waits while the running ones hold every slot; the queue limit is enforced", "[engine][service]") {
+TEST_CASE("a callback that throws disturbs no other request", "[engine][service]") {
+  Engine engine(kBin, options(2, 1));
+  const GenerationResult alone = engine.generate({kPrompts[1]}, stories::greedy(30))[0];
+  std::atomic<int> thrown{0};
+  Stream kept;
+  engine.submit(kPrompts[0], stories::greedy(30), [&](const RequestOutput&) {
+    ++thrown;
+    throw std::runtime_error("a careless client");
+  });
+  engine.submit(kPrompts[1], stories::greedy(30), kept.callback());
+  kept.last();
+  CHECK(kept.tokens == alone.token_ids);
+  CHECK(thrown > 0);
+  // generate(): the requests of a callback that throws are aborted, and generate() rethrows.
+  CHECK_THROWS_WITH(
+      engine.generate(kPrompts, stories::greedy(200),
+                      [](std::size_t, std::int32_t, std::string_view) { throw std::runtime_error("gone"); }),
+      "gone");
+  const EngineStatus s = wait_status(engine, [](const EngineStatus& s) { return s.unfinished == 0; });
+  CHECK(s.generation_tokens < 30 + 30 + 30 + 5 * 200);  // aborted, not run to the end
+  CHECK(s.kv_blocks_used == 0);
+}
+
+TEST_CASE("a request waits while the running ones hold every slot, the queue limit is enforced", "[engine][service]") {
   EngineOptions o = options(1, 1);
   o.max_num_seqs = 1;
   Engine engine(kBin, o);
@@ -279,7 +302,7 @@ TEST_CASE("an idle engine outlives its collective timeout", "[engine][service]")
   CHECK(stories::token_ids(engine.generate(kPrompts, stories::greedy(20))) == want);
 }
 
-TEST_CASE("a rank that fails ends every request in flight with an error naming it; then the engine serves again",
+TEST_CASE("a rank that fails ends every request in flight with an error naming it, then the engine serves again",
           "[engine][service][faults]") {
   EngineOptions o = options(2, 2);
   o.comm.timeout = 300ms;

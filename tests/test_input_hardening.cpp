@@ -114,7 +114,7 @@ TEST_CASE("safetensors: overlapping tensors and duplicates are refused", "[harde
   REQUIRE_THAT(parse_error(twice), Catch::Contains("appears twice"));
 }
 
-TEST_CASE("JSON: integers are range-checked before conversion; numbers ignore the locale", "[hardening]") {
+TEST_CASE("JSON: integers are range-checked before conversion, numbers ignore the locale", "[hardening]") {
   for (const char* text : {"9223372036854775808", "1e30", "-1e300", "18446744073709551616"})
     REQUIRE_THROWS_AS(Json::parse(text).integer(), FormatError);
   REQUIRE_THROWS_AS(Json::parse("2.5").integer(), FormatError);

@@ -143,7 +143,7 @@ TEST_CASE("block pool: a block's new content retires what was cached after its o
   CHECK(pool.match(zy, 2) == std::vector<std::int32_t>{reused});
 }
 
-TEST_CASE("prefix cache: a generate() that throws leaves the engine usable, its cache dropped",
+TEST_CASE("prefix cache: a generate() whose callback throws ends its requests and leaves the engine usable",
           "[prefix_cache][engine]") {
   for (const int tp : {1, 2}) {
     EngineOptions options;

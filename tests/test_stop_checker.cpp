@@ -127,7 +127,7 @@ TEST_CASE("stop checker: request stop token ids end a sequence like EOS", "[engi
   REQUIRE(feed(checker(), ignoring, {9, 2, 5}) == std::make_pair(std::string("!</s> time"), std::string("")));
 }
 
-TEST_CASE("stop checker: text is complete UTF-8 at every step; the end flushes a cut character", "[engine][stops]") {
+TEST_CASE("stop checker: text is complete UTF-8 at every step, the end flushes a cut character", "[engine][stops]") {
   SamplingParams p;
   p.max_tokens = 3;
   Sequence s = sequence(p);

@@ -299,7 +299,7 @@ double metric(const ServerProcess& server, const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("greedy text through the server equals tpkit-generate's; streamed deltas concatenate to it", "[serve]") {
+TEST_CASE("greedy text through the server equals tpkit-generate's, streamed deltas concatenate to it", "[serve]") {
   ServerProcess server;
   for (const std::string& prompt : stories::kPrompts) {
     INFO(prompt);
@@ -417,7 +417,7 @@ TEST_CASE("a client that disconnects mid-stream aborts its request and frees its
   CHECK(server.terminate() == 0);
 }
 
-TEST_CASE("bad input gets its status and OpenAI's error object; the server goes on", "[serve]") {
+TEST_CASE("bad input gets its status and OpenAI's error object, the server goes on", "[serve]") {
   ServerProcess server({"--max-body-bytes", "100000"});
   const auto expect_error = [&](const std::string& path, const std::string& body, int status,
                                 const std::string& message_part) {
@@ -444,6 +444,10 @@ TEST_CASE("bad input gets its status and OpenAI's error object; the server goes 
   expect_error(c, R"({"prompt": "x", "stop": [1]})", 400, "'stop' must be a string");
   expect_error(c, R"({"prompt": "x", "n": 2})", 400, "'n' must be 1");
   expect_error(c, R"({"prompt": "x", "logprobs": 3})", 400, "not supported");
+  expect_error(c, R"({"prompt": "x", "response_format": {"type": 1}})", 400, "not supported");
+  expect_error(c, R"({"prompt": "x", "stream_options": {"include_usage": "yes"}})", 400, "must be a boolean");
+  expect_error(c, R"({"prompt": "x", "seed": 1.5})", 400, "'seed' must be an integer");
+  expect_error(c, "{\"prompt\": " + std::string(100, '[') + std::string(100, ']') + "}", 400, "nests deeper");
   expect_error(c, R"({"prompt": [1, 99999]})", 400, "outside the vocabulary");
   expect_error(c, R"({"prompt": [1, -3]})", 400, "not a valid id");
   expect_error(c, R"({"prompt": "x", "model": "gpt-4"})", 404, "does not exist");
@@ -456,6 +460,19 @@ TEST_CASE("bad input gets its status and OpenAI's error object; the server goes 
   expect_error("/v1/nothing", "{}", 404, "no such endpoint");
   // Still serving.
   CHECK(post(server, c, {{"prompt", "Once"}, {"max_tokens", 3}})["choices"][0]["finish_reason"] == "length");
+  CHECK(server.terminate() == 0);
+}
+
+TEST_CASE("a prompt larger than the KV cache is a 400, the server goes on", "[serve]") {
+  ServerProcess server({"--num-kv-blocks", "4", "--block-size", "16"});  // 64 positions
+  auto c = server.client();
+  auto res = c.Post("/v1/completions", json{{"prompt", std::vector<int>(100, 5)}, {"max_tokens", 4}}.dump(),
+                    "application/json");
+  REQUIRE(res);
+  INFO(res->body);
+  CHECK(res->status == 400);
+  CHECK(json::parse(res->body)["error"]["code"] == "kv_cache_exceeded");
+  CHECK(post(server, "/v1/completions", {{"prompt", "Once"}, {"max_tokens", 3}})["choices"][0]["text"] != "");
   CHECK(server.terminate() == 0);
 }
 

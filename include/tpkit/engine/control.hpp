@@ -166,17 +166,21 @@ class EngineControl {
   // Ends a request with "abort" (its blocks are freed at the start of the next step). False when
   // the request is unknown or already finished.
   bool abort(RequestId id) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    auto it = live_.find(id);
-    if (it == live_.end()) return false;
-    for (auto q = inbox_.begin(); q != inbox_.end(); ++q)
-      if (q->id == id) {  // not sent to the ranks yet: ends here
-        inbox_.erase(q);
-        finish_here(lock, it, "abort", nullptr);
-        return true;
-      }
-    aborts_.push_back(id);
-    changed_.notify_all();
+    std::vector<Ending> endings;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = live_.find(id);
+      if (it == live_.end()) return false;
+      for (auto q = inbox_.begin(); q != inbox_.end(); ++q)
+        if (q->id == id) {  // not sent to the ranks yet: ends here
+          inbox_.erase(q);
+          endings.push_back(end_here(it, "abort", nullptr));
+          break;
+        }
+      if (endings.empty()) aborts_.push_back(id);
+      changed_.notify_all();
+    }
+    deliver(endings);
     return true;
   }
 
@@ -184,24 +188,27 @@ class EngineControl {
     std::lock_guard<std::mutex> lock(mutex_);
     EngineStatus s = status_;
     s.waiting += std::int64_t(inbox_.size());
+    s.unfinished = std::int64_t(live_.size());
     return s;
   }
 
   // Stops accepting requests; with ShutdownMode::abort also ends every request in flight. The
   // loop exits once nothing is left.
   void begin_shutdown(ShutdownMode mode) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    status_.accepting = false;
-    stopping_ = true;
-    if (mode == ShutdownMode::abort) {
-      while (!inbox_.empty()) {
-        const RequestId id = inbox_.back().id;
-        inbox_.pop_back();
-        finish_here(lock, live_.find(id), "abort", nullptr);
+    std::vector<Ending> endings;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      status_.accepting = false;
+      stopping_ = true;
+      if (mode == ShutdownMode::abort) {
+        for (const engine_detail::NewRequest& r : inbox_)
+          if (auto it = live_.find(r.id); it != live_.end()) endings.push_back(end_here(it, "abort", nullptr));
+        inbox_.clear();
+        for (const auto& [id, live] : live_) aborts_.push_back(id);
       }
-      for (const auto& [id, live] : live_) aborts_.push_back(id);
+      changed_.notify_all();
     }
-    changed_.notify_all();
+    deliver(endings);
   }
   // ---- the controller's loop ----
 
@@ -284,14 +291,16 @@ class EngineControl {
         live_.erase(it);
       }
     }
-    // Live entries are not erased while this thread delivers (only end_round and failures erase
-    // them, both on the loop's side), so the pointers stay valid.
-    for (auto& [callback, out] : calls)
-      if (*callback) (*callback)(*out);
+    // The entries of requests that have outputs stay while this thread delivers: only this thread
+    // and fail_all (which runs when the loop has stopped) erase requests the ranks hold; abort()
+    // and begin_shutdown() erase only those still in the inbox.
+    for (auto& [callback, out] : calls) call(*callback, *out);
   }
 
-  // The ranks failed: every request submitted and not finished ends with `error`.
-  void fail_all(std::exception_ptr error) {
+  // The ranks failed (their loop has stopped): every request submitted and not finished ends with
+  // `error`. `accept_more`: whether later requests will run (a threaded engine starts its ranks
+  // again); if not, submit() throws Unavailable from now on.
+  void fail_all(std::exception_ptr error, bool accept_more) {
     std::string message = "unknown error";
     try {
       std::rethrow_exception(error);
@@ -299,14 +308,19 @@ class EngineControl {
       message = e.what();
     } catch (...) {
     }
-    std::unique_lock<std::mutex> lock(mutex_);
-    // The state first: a caller woken by a request's last output sees it.
-    status_.failure = message;
-    status_.running = status_.waiting = status_.kv_blocks_used = 0;
-    inbox_.clear();
-    aborts_.clear();
-    while (!live_.empty()) finish_here(lock, live_.begin(), "error: " + message, error);
-    waiting_ = 0;
+    std::vector<Ending> endings;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      // The state first: a caller woken by a request's last output sees it.
+      status_.failure = message;
+      status_.running = status_.waiting = status_.kv_blocks_used = 0;
+      if (!accept_more) status_.accepting = false;
+      while (!live_.empty()) endings.push_back(end_here(live_.begin(), "error: " + message, error));
+      inbox_.clear();
+      aborts_.clear();
+      waiting_ = 0;
+    }
+    deliver(endings);
   }
 
   // Waits until a request arrives (true) or a shutdown began with nothing queued (false): how a
@@ -332,23 +346,35 @@ class EngineControl {
     double queue_seconds = 0;
   };
 
-  // Ends a request that is not on the ranks (or no longer can be) and calls its callback with the
-  // lock released.
-  void finish_here(std::unique_lock<std::mutex>& lock, std::map<RequestId, Live>::iterator it, std::string reason,
-                   std::exception_ptr error) {
+  // A request that ends here, not on the ranks: its last output, for its callback.
+  struct Ending {
+    OutputCallback callback;
     RequestOutput out;
-    out.id = it->first;
-    out.finished = true;
-    out.finish_reason = std::move(reason);
-    out.error = std::move(error);
-    out.prompt_tokens = it->second.prompt_tokens;
+  };
+  // Under the lock: ends the request at `it` and erases it; deliver() calls the callback later,
+  // with the lock released.
+  Ending end_here(std::map<RequestId, Live>::iterator it, std::string reason, std::exception_ptr error) {
+    Ending e;
+    e.out.id = it->first;
+    e.out.finished = true;
+    e.out.finish_reason = std::move(reason);
+    e.out.error = std::move(error);
+    e.out.prompt_tokens = it->second.prompt_tokens;
     if (!it->second.started) --waiting_;
-    OutputCallback callback = std::move(it->second.callback);
+    e.callback = std::move(it->second.callback);
     live_.erase(it);
     ++status_.requests_finished;
-    lock.unlock();
-    if (callback) callback(out);
-    lock.lock();
+    return e;
+  }
+  static void deliver(std::vector<Ending>& endings) {
+    for (Ending& e : endings) call(e.callback, e.out);
+  }
+  // A callback must not throw; one that does cannot stop the loop or the other requests' outputs.
+  static void call(const OutputCallback& callback, const RequestOutput& out) noexcept {
+    try {
+      if (callback) callback(out);
+    } catch (...) {
+    }
   }
 
   mutable std::mutex mutex_;

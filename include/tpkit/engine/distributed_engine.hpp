@@ -63,22 +63,32 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
       for (std::int32_t id : p.stop_token_ids) f.add(id);
     }
     require_agreement(world_, f, "the requests");
-    // The ids rank 0 gives the requests, so every rank can tell whose outputs it sees.
-    std::int64_t first = world_.rank() == 0 ? std::int64_t(control_.next_id()) : 0;
-    world_.broadcast(&first, 1, 0);
-    const auto start = std::chrono::steady_clock::now();
-    const EngineStatus before = rank_.counters();
-    engine_detail::ResultCollector collector(prompts, leader() ? std::move(on_token) : TokenCallback());
+    // Rank 0 queues the requests and tells every rank their first id (or that it takes none: it is
+    // shutting down), so every rank can tell them from requests submitted otherwise.
+    std::int64_t first = -1;
     if (world_.rank() == 0) {
       std::vector<std::pair<std::vector<std::int32_t>, SamplingParams>> requests;
       for (std::size_t i = 0; i < prompts.size(); ++i) {
         requests.emplace_back(prompts[i], params[i]);
         requests.back().second.seed = seeds[i];
       }
-      control_.submit(std::move(requests), {});
+      try {
+        const RequestId next = control_.next_id();
+        const std::vector<RequestId> ids = control_.submit(std::move(requests), {});
+        first = std::int64_t(ids.empty() ? next : ids[0]);
+      } catch (const Unavailable&) {
+      }
     }
-    run_loop(engine_detail::IdleMode::exit,
-             [&](const RequestOutput& out) { collector.add(std::size_t(std::int64_t(out.id) - first), out); });
+    world_.broadcast(&first, 1, 0);
+    if (first < 0) throw Unavailable("the engine is shutting down and accepts no new requests (world rank 0)");
+    const auto start = std::chrono::steady_clock::now();
+    const EngineStatus before = rank_.counters();
+    engine_detail::ResultCollector collector(prompts, leader() ? std::move(on_token) : TokenCallback());
+    const auto n = std::int64_t(prompts.size());
+    run_loop(engine_detail::IdleMode::exit, [&](const RequestOutput& out) {
+      const std::int64_t i = std::int64_t(out.id) - first;
+      if (i >= 0 && i < n) collector.add(std::size_t(i), out);  // (not a request submitted otherwise)
+    });
     std::vector<GenerationResult> results = collector.wait();
     stats_ =
         engine_detail::stats_between(before, rank_.counters(), results,
@@ -110,7 +120,7 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
     try {
       rank_.serve(groups_, world_.rank() == 0 ? &control_ : nullptr, idle, options_.idle_heartbeat, local);
     } catch (...) {
-      if (world_.rank() == 0) control_.fail_all(std::current_exception());
+      if (world_.rank() == 0) control_.fail_all(std::current_exception(), /*accept_more=*/false);
       throw;
     }
   }

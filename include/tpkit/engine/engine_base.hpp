@@ -93,8 +93,11 @@ inline GenerationStats stats_between(const EngineStatus& before, const EngineSta
 // token (-1 for an end-of-sequence token that released text) with the text that became final.
 class ResultCollector {
  public:
-  ResultCollector(const std::vector<std::vector<std::int32_t>>& prompts, TokenCallback on_token)
-      : results_(prompts.size()), on_token_(std::move(on_token)), remaining_(prompts.size()) {
+  // `abort`, if set, ends a request: when on_token throws, the requests (ids given consecutively)
+  // are aborted and generate() rethrows what it threw once they have ended.
+  ResultCollector(const std::vector<std::vector<std::int32_t>>& prompts, TokenCallback on_token,
+                  std::function<void(RequestId)> abort = {})
+      : results_(prompts.size()), on_token_(std::move(on_token)), abort_(std::move(abort)), remaining_(prompts.size()) {
     for (std::size_t i = 0; i < prompts.size(); ++i) results_[i].prompt_ids = prompts[i];
   }
 
@@ -102,14 +105,23 @@ class ResultCollector {
     GenerationResult& r = results_[i];
     r.token_ids.insert(r.token_ids.end(), out.token_ids.begin(), out.token_ids.end());
     r.text += out.text;
-    if (on_token_) {
-      for (std::size_t t = 0; t < out.token_ids.size(); ++t)
-        on_token_(i, out.token_ids[t], t + 1 == out.token_ids.size() ? std::string_view(out.text) : "");
-      if (out.token_ids.empty() && !out.text.empty()) on_token_(i, -1, out.text);
+    std::exception_ptr thrown;
+    if (on_token_ && !callback_failed_) {
+      try {
+        for (std::size_t t = 0; t < out.token_ids.size(); ++t)
+          on_token_(i, out.token_ids[t], t + 1 == out.token_ids.size() ? std::string_view(out.text) : "");
+        if (out.token_ids.empty() && !out.text.empty()) on_token_(i, -1, out.text);
+      } catch (...) {  // generate() rethrows it once its requests are done; the callback is not called again
+        thrown = std::current_exception();
+        callback_failed_ = true;
+        if (abort_)
+          for (std::size_t k = 0; k < results_.size(); ++k) abort_(out.id - i + k);
+      }
     }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (thrown && !error_) error_ = thrown;
     if (!out.finished) return;
     r.finish_reason = out.finish_reason;
-    std::lock_guard<std::mutex> lock(mutex_);
     if (out.error && !error_) error_ = out.error;
     if (--remaining_ == 0) done_.notify_all();
   }
@@ -121,15 +133,16 @@ class ResultCollector {
     if (error_) std::rethrow_exception(error_);
     return std::move(results_);
   }
-  std::exception_ptr error() const { return error_; }
 
  private:
   std::vector<GenerationResult> results_;
   TokenCallback on_token_;
+  std::function<void(RequestId)> abort_;
   std::mutex mutex_;
   std::condition_variable done_;
   std::size_t remaining_;
   std::exception_ptr error_;
+  bool callback_failed_ = false;  // (only the loop's thread calls add)
 };
 
 // Runs the ranks of a threaded engine on a thread of their own for as long as the engine lives:
@@ -150,7 +163,7 @@ class RankRunner {
         try {
           run();
         } catch (...) {
-          control.fail_all(std::current_exception());
+          control.fail_all(std::current_exception(), /*accept_more=*/true);  // the next request starts them again
         }
       }
     });
@@ -264,7 +277,7 @@ class EngineBase {
       requests.emplace_back(prompts[i], params[i]);
       requests.back().second.seed = seeds[i];
     }
-    auto collector = std::make_shared<ResultCollector>(prompts, on_token);
+    auto collector = std::make_shared<ResultCollector>(prompts, on_token, [this](RequestId id) { control_.abort(id); });
     control_.submit(std::move(requests),
                     [collector](std::size_t i, const RequestOutput& out) { collector->add(i, out); });
     std::vector<GenerationResult> results = collector->wait();

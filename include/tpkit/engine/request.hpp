@@ -69,8 +69,9 @@ struct RequestOutput {
   double queue_seconds = 0;
 };
 
-// Receives a submitted request's outputs, in order, on the engine's loop thread: it must be quick
-// and must not block (hand the output to another thread). It may call the engine's submit and abort.
+// Receives a submitted request's outputs, in order, on the engine's loop thread: it must be quick,
+// must not block (hand the output to another thread) and must not throw (what it throws is
+// dropped). It may call the engine's submit and abort.
 using OutputCallback = std::function<void(const RequestOutput&)>;
 
 // A running engine's state: gauges as of the last step, counters since the engine started.
@@ -84,8 +85,9 @@ struct EngineStatus {
   std::int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;  // in tokens, as GenerationStats
   std::int64_t preemptions = 0, steps = 0, graph_steps = 0;
   std::int64_t requests_finished = 0;
-  bool accepting = true;  // false once shutdown() began
-  std::string failure;    // the last failure of the engine's ranks (empty: none)
+  std::int64_t unfinished = 0;  // submitted and not yet finished (in the inbox, waiting or running)
+  bool accepting = true;        // false once shutdown() began
+  std::string failure;          // the last failure of the engine's ranks (empty: none)
 
   double kv_cache_usage() const { return kv_blocks_total ? double(kv_blocks_used) / double(kv_blocks_total) : 0.0; }
 };
