@@ -54,17 +54,23 @@ struct Result {
   std::int64_t output_tokens = 0;
 };
 
-// One streamed completion over a raw HTTP/1.1 connection; times its chunks as they arrive.
-Result run_one(const std::string& host, int port, const Request& r, const std::string& model) {
+// One streamed completion over a raw HTTP/1.1 connection; times its chunks as they arrive. Once
+// `stop` is set it hangs up (the server aborts the request).
+Result run_one(const std::string& host, int port, const Request& r, const std::string& model,
+               const std::atomic<bool>* stop = nullptr) {
   Result out;
-  const json body = {{"model", model},         {"prompt", r.prompt},
-                     {"max_tokens", r.output_len}, {"ignore_eos", true},
-                     {"temperature", 0},       {"stream", true},
+  const json body = {{"model", model},
+                     {"prompt", r.prompt},
+                     {"max_tokens", r.output_len},
+                     {"ignore_eos", true},
+                     {"temperature", 0},
+                     {"stream", true},
                      {"stream_options", {{"include_usage", true}}}};
   const std::string payload = body.dump();
-  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: " + host +
-                              "\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: " +
-                              std::to_string(payload.size()) + "\r\n\r\n" + payload;
+  const std::string request =
+      "POST /v1/completions HTTP/1.1\r\nHost: " + host +
+      "\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(payload.size()) +
+      "\r\n\r\n" + payload;
   addrinfo hints{}, *addresses = nullptr;
   hints.ai_socktype = SOCK_STREAM;
   if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &addresses) != 0 || !addresses) {
@@ -87,6 +93,11 @@ Result run_one(const std::string& host, int port, const Request& r, const std::s
   bool first = true, done = false;
   char buffer[8192];
   while (!done) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) == 0) {
+      if (stop && *stop) break;
+      continue;
+    }
     const ssize_t n = recv(fd, buffer, sizeof buffer, 0);
     if (n <= 0) break;
     const Clock::time_point now = Clock::now();
@@ -131,7 +142,8 @@ std::vector<Request> make_requests(int n, int input_len, int output_len, double 
   std::vector<std::int32_t> prefix(std::size_t(std::max(0, prefix_len)));
   for (auto& t : prefix) t = token(rng);
   const auto length = [&](int mean) {
-    const int lo = std::max(1, int(std::lround(mean * (1 - range)))), hi = std::max(lo, int(std::lround(mean * (1 + range))));
+    const int lo = std::max(1, int(std::lround(mean * (1 - range)))),
+              hi = std::max(lo, int(std::lround(mean * (1 + range))));
     return std::uniform_int_distribution<int>(lo, hi)(rng);
   };
   std::vector<Request> requests(static_cast<std::size_t>(n));
@@ -173,16 +185,11 @@ json report(const std::vector<Result>& results, double seconds) {
     if (r.output_tokens > 1) tpot.push_back((r.e2e - r.ttft) / double(r.output_tokens - 1));
     itl.insert(itl.end(), r.itl.begin(), r.itl.end());
   }
-  json j = {{"requests", results.size()},
-            {"completed", ok},
-            {"seconds", seconds},
-            {"request_throughput", double(ok) / seconds},
-            {"output_tokens", tokens},
-            {"output_throughput", double(tokens) / seconds}};
-  for (auto& [name, values] : {std::pair<const char*, std::vector<double>*>{"ttft", &ttft},
-                               {"tpot", &tpot},
-                               {"itl", &itl},
-                               {"e2e", &e2e}}) {
+  json j = {{"requests", results.size()}, {"completed", ok},
+            {"seconds", seconds},         {"request_throughput", double(ok) / seconds},
+            {"output_tokens", tokens},    {"output_throughput", double(tokens) / seconds}};
+  for (auto& [name, values] :
+       {std::pair<const char*, std::vector<double>*>{"ttft", &ttft}, {"tpot", &tpot}, {"itl", &itl}, {"e2e", &e2e}}) {
     const Summary s = summarize(*values);
     j[name] = {{"mean_ms", s.mean * 1e3}, {"p50_ms", s.p50 * 1e3}, {"p99_ms", s.p99 * 1e3}};
   }
@@ -275,7 +282,8 @@ int main(int argc, char** argv) {
     for (int t = 0; t < bg_concurrency; ++t)
       bg_threads.emplace_back([&, t] {
         for (std::size_t k = std::size_t(t); !stop; k += std::size_t(bg_concurrency)) {
-          Result r = run_one(host, port, bg_requests[k % bg_requests.size()], model);
+          Result r = run_one(host, port, bg_requests[k % bg_requests.size()], model, &stop);
+          if (stop) break;  // cut short: not counted
           std::lock_guard<std::mutex> lock(bg_mutex);
           background.push_back(std::move(r));
         }

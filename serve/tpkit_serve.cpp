@@ -112,6 +112,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-num-batched-tokens", options.max_num_batched_tokens, "tokens computed per step")
       ->capture_default_str()
       ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 30));
+  app.add_option("--long-prefill-token-threshold", options.long_prefill_token_threshold,
+                 "a prompt with more tokens left takes at most this many per step, so others start too (0: off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--block-size", options.block_size, "tokens per KV-cache block")->capture_default_str();
   app.add_option("--num-kv-blocks", options.num_kv_blocks, "KV-cache blocks (0: sized by the engine)")
       ->capture_default_str();

@@ -67,6 +67,42 @@ TEST_CASE("chunked prefill gives the same tokens as a single prefill", "[engine]
   }
 }
 
+TEST_CASE("a long prefill capped per step lets the requests behind it start, tokens unchanged", "[engine][batching]") {
+  // The scheduler: a 200-token prompt takes 16 tokens a step, and the 10-token prompt queued behind
+  // it starts in the same step instead of waiting for the long one's whole prefill.
+  BlockPool pool(64, 16, false);
+  Scheduler scheduler({8, 64, 0, 16}, pool);
+  Sequence long_one, short_one;
+  long_one.tokens.assign(200, 7), long_one.prompt_length = 200;
+  short_one.tokens.assign(10, 9), short_one.prompt_length = 10;
+  scheduler.add(&long_one);
+  scheduler.add(&short_one);
+  std::vector<ScheduledChunk> step;
+  scheduler.schedule(step);
+  REQUIRE(step.size() == 2);
+  CHECK(step[0].sequence == &long_one);
+  CHECK(step[0].count == 16);
+  CHECK(step[1].sequence == &short_one);
+  CHECK(step[1].count == 10);
+  CHECK(step[1].samples);
+  scheduler.complete(step);
+  short_one.tokens.push_back(3);  // its sampled token: next step it decodes beside the long prefill
+  scheduler.schedule(step);
+  REQUIRE(step.size() == 2);
+  CHECK(step[0].count == 16);
+  CHECK(step[1].count == 1);
+  // The engine: the same tokens with any cap.
+  const auto alone = one_by_one(2);
+  for (std::int64_t cap : {1, 4, 100}) {
+    EngineOptions options;
+    options.tp_size = 2;
+    options.max_num_batched_tokens = 8;
+    options.long_prefill_token_threshold = cap;
+    INFO("long_prefill_token_threshold " << cap);
+    REQUIRE(run(options, kPrompts, greedy()) == alone);
+  }
+}
+
 TEST_CASE("running out of KV blocks preempts and recomputes without changing tokens", "[engine][batching]") {
   const auto alone = one_by_one(2);
   EngineOptions options;

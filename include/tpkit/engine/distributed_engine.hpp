@@ -131,6 +131,7 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
     Fingerprint f;
     f.add(o.tp_size), f.add(o.pp_size), f.add(o.micro_batches), f.add(int(o.dtype)), f.add(o.max_num_seqs);
     f.add(o.max_num_batched_tokens), f.add(o.block_size), f.add(o.num_kv_blocks), f.add(o.enable_prefix_caching);
+    f.add(o.long_prefill_token_threshold);
     for (std::int64_t n : o.layers_per_stage) f.add(n);
     f.add(c.hidden_size), f.add(c.num_layers), f.add(c.num_heads), f.add(c.num_kv_heads), f.add(c.vocab_size);
     f.add(tokenizer_ != nullptr);

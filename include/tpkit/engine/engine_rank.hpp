@@ -111,7 +111,7 @@ class EngineRank {
     std::vector<Scheduler> schedulers;
     for (int k = 0; k < mbs; ++k)
       schedulers.emplace_back(SchedulerOptions{(options_.max_num_seqs + mbs - 1) / mbs, options_.max_num_batched_tokens,
-                                               std::int32_t(k * blocks_each)},
+                                               std::int32_t(k * blocks_each), options_.long_prefill_token_threshold},
                               pools_[std::size_t(k)]);
     struct InFlight {
       std::vector<ScheduledChunk> step;

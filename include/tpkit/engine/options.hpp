@@ -34,6 +34,9 @@ struct EngineOptions {
   std::string tokenizer;  // tokenizer.json, llama2.c .bin or a folder with one; empty: none (token ids only)
   std::int64_t max_num_seqs = 16;
   std::int64_t max_num_batched_tokens = 512;
+  // A prefill with more tokens left than this computes at most this many per step (0: no cap), so
+  // short requests are not queued behind a long prompt's prefill (SchedulerOptions).
+  std::int64_t long_prefill_token_threshold = 0;
   std::int64_t block_size = 16;
   std::int64_t num_kv_blocks = 0;  // 0: enough for max_num_seqs full-length sequences, within kv_cache_bytes
   std::int64_t kv_cache_bytes = std::int64_t(1) << 30;  // per rank, when num_kv_blocks is 0 (CPU)
@@ -105,6 +108,8 @@ inline EngineOptions resolve_options(const ModelConfig& c, EngineOptions o) {
   const std::vector<Range> stages = split_layers(c.num_layers, o.pp_size, o.layers_per_stage);
   TPKIT_REQUIRE(o.block_size >= 1 && o.block_size <= (1 << 20), "block_size must be in [1, 2^20] (got ", o.block_size,
                 ")");
+  TPKIT_REQUIRE(o.long_prefill_token_threshold >= 0, "long_prefill_token_threshold must be >= 0 (got ",
+                o.long_prefill_token_threshold, ")");
   TPKIT_REQUIRE(o.max_num_seqs >= 1 && o.max_num_batched_tokens >= 1, "max_num_seqs (", o.max_num_seqs,
                 ") and max_num_batched_tokens (", o.max_num_batched_tokens, ") must be >= 1");
   TPKIT_REQUIRE(o.max_num_seqs <= (1 << 20) && o.max_num_batched_tokens <= (1 << 24), "max_num_seqs (", o.max_num_seqs,

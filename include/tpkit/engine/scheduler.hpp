@@ -3,10 +3,11 @@
 // Each step the scheduler picks work under two budgets, max_num_seqs running sequences and
 // max_num_batched_tokens tokens: first one decode token for every running sequence, then
 // prefill chunks (a long prompt is split over steps, so it never stalls running decodes), then
-// new requests from the queue while blocks and budget last. When the cache runs out of blocks
-// the most recently admitted sequence is preempted: its blocks are freed and it goes back to
-// the front of the queue, to be recomputed later. A request too large for the whole cache is
-// finished with an error instead of waiting forever.
+// new requests from the queue while blocks and budget last. With long_prefill_token_threshold
+// a long prompt takes at most that many tokens a step, so requests queued behind it start too. When the cache runs out
+// of blocks the most recently admitted sequence is preempted: its blocks are freed and it goes back to the front of the
+// queue, to be recomputed later. A request too large for the whole cache is finished with an error instead of waiting
+// forever.
 //
 // A new sequence first takes the cached blocks that already hold its prompt's longest whole-block
 // prefix (kv/block_pool.hpp), so only the rest is computed; at least the prompt's last token is
@@ -35,6 +36,9 @@ struct SchedulerOptions {
   std::int64_t max_num_seqs = 16;
   std::int64_t max_num_batched_tokens = 512;
   std::int32_t first_block = 0;  // the pool's block b is the cache's block first_block + b
+  // A prefill with more tokens left than this computes at most this many per step (0: no cap),
+  // leaving the rest of the budget to the requests behind it (vLLM's long_prefill_token_threshold).
+  std::int64_t long_prefill_token_threshold = 0;
 };
 
 struct Sequence {
@@ -92,7 +96,7 @@ class Scheduler {
     // Blocks come from the newest sequences when the pool is empty (they are preempted).
     for (std::size_t i = 0; i < running_.size() && budget > 0;) {
       Sequence* s = running_[i];
-      const std::int64_t count = std::min(std::int64_t(s->tokens.size()) - s->computed, budget);
+      const std::int64_t count = chunk(std::int64_t(s->tokens.size()) - s->computed, budget);
       bool ok = reserve(s, s->computed + count);
       while (!ok && running_.size() > i + 1) {
         preempt(running_.back());
@@ -125,7 +129,7 @@ class Scheduler {
       for (std::int32_t b : pool_.match(s->tokens, lookup)) s->blocks.push_back(options_.first_block + b);
       s->offered = std::int64_t(s->blocks.size());
       s->computed = s->offered * pool_.block_size();
-      const std::int64_t count = std::min<std::int64_t>(length - s->computed, budget);
+      const std::int64_t count = chunk(length - s->computed, budget);
       if (!reserve(s, s->computed + count)) {  // wait for running sequences to free blocks
         release(s);
         s->computed = 0;
@@ -182,6 +186,11 @@ class Scheduler {
 
  private:
   std::int64_t blocks_for(std::int64_t tokens) const { return (tokens + pool_.block_size() - 1) / pool_.block_size(); }
+  // The tokens a sequence with `left` to compute gets this step.
+  std::int64_t chunk(std::int64_t left, std::int64_t budget) const {
+    const std::int64_t cap = options_.long_prefill_token_threshold;
+    return std::min(cap > 0 && left > cap ? cap : left, budget);
+  }
   // Grows s's block table to cover `tokens` positions; all or nothing.
   bool reserve(Sequence* s, std::int64_t tokens) {
     const std::int64_t need = blocks_for(tokens) - std::int64_t(s->blocks.size());
