@@ -56,6 +56,11 @@ struct GenerationRequest {
   SamplingParams params;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
+  // tpkit's extensions, for a router that may move a request to another server mid-stream:
+  // each choice (and stream chunk) carries the ids of its tokens, and a request can continue
+  // after tokens another server already generated (same prompt, parameters and seed).
+  bool return_token_ids = false;
+  std::vector<std::int32_t> resume_token_ids;
 };
 
 // A completions request: one or more prompts, each text or token ids.
@@ -199,6 +204,14 @@ inline void read_common(const json& body, GenerationRequest& r, int max_tokens_d
   optional_field(body, "stream_options", [&](const json& v) {
     if (!v.is_object()) throw bad_request("'stream_options' must be an object", "stream_options");
     optional_field(v, "include_usage", [&](const json& u) { r.include_usage = boolean(u, "include_usage"); });
+  });
+  optional_field(body, "return_token_ids", [&](const json& v) { r.return_token_ids = boolean(v, "return_token_ids"); });
+  optional_field(body, "resume_token_ids", [&](const json& v) {
+    if (!v.is_array()) throw bad_request("'resume_token_ids' must be a list of token ids", "resume_token_ids");
+    r.resume_token_ids = token_list(v, "resume_token_ids");
+    if (!r.params.seed && !r.resume_token_ids.empty() && r.params.temperature != 0)
+      throw bad_request("'resume_token_ids' with sampling needs the 'seed' the request started with",
+                        "resume_token_ids");
   });
   optional_field(body, "n", [&](const json& v) {
     if (integer(v, "n") != 1) throw bad_request("'n' must be 1: tpkit-serve returns one choice per prompt", "n");

@@ -293,12 +293,19 @@ class Server {
 
   // Submits every prompt (all or none) and returns the stream of their outputs.
   std::shared_ptr<RequestStream> submit(const std::vector<std::vector<std::int32_t>>& prompts,
-                                        const SamplingParams& params, std::vector<RequestId>& ids) {
+                                        const GenerationRequest& request, std::vector<RequestId>& ids) {
     check_accepting();
+    if (!request.resume_token_ids.empty() && prompts.size() != 1)
+      throw bad_request("'resume_token_ids' continues one prompt, not " + std::to_string(prompts.size()),
+                        "resume_token_ids");
+    for (std::int32_t t : request.resume_token_ids)
+      if (t >= engine_.config().vocab_size)
+        throw bad_request("a resumed token id is outside the vocabulary", "resume_token_ids");
     auto stream = std::make_shared<RequestStream>(metrics_, Clock::now(), prompts.size());
     try {
       for (std::size_t i = 0; i < prompts.size(); ++i)
-        ids.push_back(engine_.submit(prompts[i], params, RequestStream::callback(stream, i), options_.max_queue));
+        ids.push_back(engine_.resume(prompts[i], request.resume_token_ids, request.params,
+                                     RequestStream::callback(stream, i), options_.max_queue));
     } catch (...) {
       for (RequestId id : ids) engine_.abort(id);
       throw;
@@ -330,7 +337,8 @@ class Server {
                 Chunk chunk, Choice choice, const std::optional<json>& first_chunk) {
     (void)req;
     auto ids = std::make_shared<std::vector<RequestId>>();
-    const std::shared_ptr<RequestStream> stream = submit(prompts, request.params, *ids);
+    const std::shared_ptr<RequestStream> stream = submit(prompts, request, *ids);
+    const bool return_ids = request.return_token_ids;
     const std::size_t choices = prompts.size();
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(options_.request_timeout));
@@ -351,6 +359,7 @@ class Server {
     };
     if (!request.stream) {
       std::vector<std::string> texts(choices), reasons(choices);
+      std::vector<std::vector<std::int32_t>> tokens(choices);
       std::int64_t prompt = 0, completion = 0, cached = 0;
       for (std::size_t remaining = choices; remaining > 0;) {
         auto next = stream->next(deadline);
@@ -360,6 +369,7 @@ class Server {
         }
         auto& [i, out] = *next;
         texts[i] += out.text;
+        tokens[i].insert(tokens[i].end(), out.token_ids.begin(), out.token_ids.end());
         if (!out.finished) continue;
         if (out.finish_reason.rfind("error", 0) == 0) {
           for (RequestId rid : *ids) engine_.abort(rid);
@@ -370,7 +380,10 @@ class Server {
         --remaining;
       }
       json list = json::array();
-      for (std::size_t i = 0; i < choices; ++i) list.push_back(choice(i, texts[i], reasons[i]));
+      for (std::size_t i = 0; i < choices; ++i) {
+        list.push_back(choice(i, texts[i], reasons[i]));
+        if (return_ids) list.back()["token_ids"] = tokens[i];
+      }
       json body = envelope(std::move(list));
       body["usage"] = usage_of(prompt, completion, cached);
       reply(res, body);
@@ -380,7 +393,7 @@ class Server {
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, ids, stream, choices, deadline, envelope, usage_of, chunk, include_usage, first_chunk](
+        [this, ids, stream, choices, deadline, envelope, usage_of, chunk, include_usage, first_chunk, return_ids](
             std::size_t, httplib::DataSink& sink) {
           Active active(active_);
           const auto send = [&](const json& body) {
@@ -418,8 +431,11 @@ class Server {
               --remaining;
               prompt += out.prompt_tokens, completion += out.completion_tokens, cached += out.cached_tokens;
             }
-            if ((!out.text.empty() || reason) && !send(envelope(json::array({chunk(i, out.text, reason)}))))
-              return give_up();
+            if (!out.text.empty() || reason || (return_ids && !out.token_ids.empty())) {
+              json c = chunk(i, out.text, reason);
+              if (return_ids) c["token_ids"] = out.token_ids;
+              if (!send(envelope(json::array({c})))) return give_up();
+            }
             if (out.finished && out.finish_reason.rfind("error", 0) == 0)
               if (!send(failure(out.finish_reason).body())) return give_up();
           }

@@ -84,8 +84,8 @@ TEST_CASE("the control message survives its encoding, and a corrupt one is refus
   p.stop = {"x", "stop here"};
   p.stop_token_ids = {3, 9};
   p.min_p = 0.05f, p.top_k = 7, p.skip_special_tokens = false;
-  m.added.push_back({7, {1, 2, 3}, p, 42});
-  m.added.push_back({8, {5}, stories::greedy(3), 0});
+  m.added.push_back({7, {1, 2, 3}, p, 42, {4, 5}});
+  m.added.push_back({8, {5}, stories::greedy(3), 0, {}});
   m.aborted = {1, 99};
   const std::vector<std::uint8_t> bytes = m.encode();
   const auto back =
@@ -104,7 +104,9 @@ TEST_CASE("the control message survives its encoding, and a corrupt one is refus
   CHECK_FALSE(q.skip_special_tokens);
   CHECK(q.stop == p.stop);
   CHECK(q.stop_token_ids == p.stop_token_ids);
+  CHECK(back.added[0].generated == std::vector<std::int32_t>{4, 5});
   CHECK(back.added[1].prompt == std::vector<std::int32_t>{5});
+  CHECK(back.added[1].generated.empty());
   CHECK(back.aborted == m.aborted);
   for (std::size_t cut : {std::size_t(1), bytes.size() / 2, bytes.size() - 1})
     CHECK_THROWS_AS(engine_detail::ControlMessage::decode(engine_detail::ControlMessage::run, bytes.data(), cut),
@@ -169,7 +171,8 @@ TEST_CASE("generate() from several threads at once: each caller gets what it get
   for (const auto& g : got) CHECK(g == want);
 }
 
-TEST_CASE("an aborted request ends with finish reason abort and frees its blocks, the others go on", "[engine][service]") {
+TEST_CASE("an aborted request ends with finish reason abort and frees its blocks, the others go on",
+          "[engine][service]") {
   Engine engine(kBin, options(2, 2));
   const GenerationResult alone = engine.generate({kPrompts[1]}, stories::greedy(50))[0];
   Stream doomed, kept;
@@ -342,4 +345,35 @@ TEST_CASE("a request preempted for blocks is recomputed and streams on unchanged
     CHECK(streams[i].text == want[i].text);
   }
   CHECK(engine.status().preemptions > 0);
+}
+
+TEST_CASE("a resumed request continues exactly where another engine left it", "[engine][service]") {
+  Engine engine(kBin, options(2, 2));
+  SamplingParams with_stop = sampled(3, 60);
+  with_stop.ignore_eos = false, with_stop.stop = {"the park"};
+  for (const SamplingParams& p : {stories::greedy(60), sampled(9, 60), with_stop}) {
+    Stream whole;
+    engine.submit(kPrompts[3], p, whole.callback());
+    whole.last();
+    EncodeOptions e;
+    e.add_special_tokens = true;
+    const std::vector<std::int32_t> prompt = engine.tokenizer().encode(kPrompts[3], e);
+    std::string sent;  // the text the first stream had delivered after k tokens
+    for (std::size_t k = 1; k < whole.tokens.size(); k += 7) {
+      INFO("temperature " << p.temperature << ", resumed after " << k << " tokens");
+      sent.clear();
+      for (std::size_t j = 0; j < k; ++j) sent += whole.outputs[j].text;
+      Stream rest;
+      engine.resume(prompt, std::vector<std::int32_t>(whole.tokens.begin(), whole.tokens.begin() + std::ptrdiff_t(k)),
+                    p, rest.callback());
+      const RequestOutput last = rest.last();
+      CHECK(rest.tokens == std::vector<std::int32_t>(whole.tokens.begin() + std::ptrdiff_t(k), whole.tokens.end()));
+      CHECK(sent + rest.text == whole.text);
+      CHECK(last.finish_reason == whole.outputs.back().finish_reason);
+      CHECK(last.completion_tokens == std::int64_t(whole.tokens.size()));
+    }
+  }
+  Stream s;
+  CHECK_THROWS_WITH(engine.resume({1, 2}, std::vector<std::int32_t>(8, 5), stories::greedy(8), s.callback()),
+                    Catch::Contains("max_tokens"));
 }

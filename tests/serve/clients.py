@@ -5,6 +5,7 @@ schemathesis run against docs/openapi.yaml that must find no 5xx and no crash.
 
 Starts the server itself on a free port and stops it with SIGTERM (it must exit 0).
 """
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import httpx
 import openai
 
 serve, model, spec = sys.argv[1:4]
+spec = os.path.abspath(spec)  # schemathesis runs in a directory of its own
 server = subprocess.Popen([serve, "--model", model, "--port", "0", "--served-model-name", "stories", "--tp", "2"],
                           stdout=subprocess.PIPE, text=True)
 line = server.stdout.readline()

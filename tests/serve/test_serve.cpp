@@ -625,3 +625,42 @@ TEST_CASE("chat completions through the real Qwen3 template", "[.chat]") {
   CHECK(server.terminate() == 0);
 }
 #endif
+
+TEST_CASE("token ids in the stream, and a request resumed after them gives the rest of the same stream", "[serve]") {
+  ServerProcess server;
+  const json request = {
+      {"prompt", stories::kPrompts[4]}, {"max_tokens", 40}, {"temperature", 0.8}, {"seed", 11}, {"ignore_eos", true},
+      {"return_token_ids", true}};
+  json streaming = request;
+  streaming["stream"] = true;
+  RawStream s(server.port, "/v1/completions", streaming);
+  s.read_all();
+  std::vector<std::int32_t> ids;
+  std::vector<std::string> texts;  // per chunk
+  for (const std::string& e : s.events()) {
+    if (e == "[DONE]") break;
+    const json c = json::parse(e)["choices"][0];
+    REQUIRE(c["token_ids"].size() == 1);  // one chunk per token
+    ids.push_back(c["token_ids"][0]);
+    texts.push_back(c["text"]);
+  }
+  REQUIRE(ids.size() == 40);
+  const json whole = post(server, "/v1/completions", request);
+  CHECK(whole["choices"][0]["token_ids"] == ids);
+  for (std::size_t k : {std::size_t(1), std::size_t(17), std::size_t(39)}) {
+    INFO("resumed after " << k);
+    json resumed = request;
+    resumed["resume_token_ids"] = std::vector<std::int32_t>(ids.begin(), ids.begin() + std::ptrdiff_t(k));
+    const json rest = post(server, "/v1/completions", resumed);
+    std::string sent;
+    for (std::size_t j = 0; j < k; ++j) sent += texts[j];
+    CHECK(sent + rest["choices"][0]["text"].get<std::string>() == whole["choices"][0]["text"].get<std::string>());
+    CHECK(rest["choices"][0]["token_ids"] == std::vector<std::int32_t>(ids.begin() + std::ptrdiff_t(k), ids.end()));
+    CHECK(rest["usage"]["completion_tokens"] == 40);
+  }
+  json unseeded = request;
+  unseeded.erase("seed");
+  unseeded["resume_token_ids"] = {ids[0]};
+  CHECK(post(server, "/v1/completions", unseeded, 400)["error"]["param"] == "resume_token_ids");
+  CHECK(server.terminate() == 0);
+}

@@ -32,12 +32,14 @@
 namespace tpkit {
 namespace engine_detail {
 
-// A request as every rank learns it: its id, prompt, parameters and generator seed.
+// A request as every rank learns it: its id, prompt, parameters and generator seed, and the
+// tokens it already generated elsewhere when it resumes (Engine::resume).
 struct NewRequest {
   RequestId id = 0;
   std::vector<std::int32_t> prompt;
   SamplingParams params;
   std::uint64_t seed = 0;
+  std::vector<std::int32_t> generated;
 };
 
 // What the controller sends every rank at the start of each round.
@@ -69,6 +71,8 @@ struct ControlMessage {
       for (const std::string& s : p.stop) put_string(s);
       put_u64(p.stop_token_ids.size());
       put(p.stop_token_ids.data(), p.stop_token_ids.size() * sizeof(std::int32_t));
+      put_u64(r.generated.size());
+      put(r.generated.data(), r.generated.size() * sizeof(std::int32_t));
     }
     put_u64(aborted.size());
     put(aborted.data(), aborted.size() * sizeof(RequestId));
@@ -116,6 +120,8 @@ struct ControlMessage {
       }
       p.stop_token_ids.resize(get_count(sizeof(std::int32_t)));
       get(p.stop_token_ids.data(), p.stop_token_ids.size() * sizeof(std::int32_t));
+      r.generated.resize(get_count(sizeof(std::int32_t)));
+      get(r.generated.data(), r.generated.size() * sizeof(std::int32_t));
     }
     m.aborted.resize(get_count(sizeof(RequestId)));
     get(m.aborted.data(), m.aborted.size() * sizeof(RequestId));
@@ -134,11 +140,11 @@ class EngineControl {
  public:
   // ---- any thread ----
 
-  // Queues checked requests (each `params.seed` set), all at once so that they reach the ranks in
-  // the same round, and returns their ids; `on_output` receives the outputs of each (its index in
-  // `requests` and the output). Throws Unavailable once shutdown began, Overloaded when more than
+  // Queues checked requests (each `params.seed` set; ids and seeds are filled in here), all at once
+  // so that they reach the ranks in the same round, and returns their ids; `on_output` receives the outputs of each
+  // (its index in `requests` and the output). Throws Unavailable once shutdown began, Overloaded when more than
   // `max_waiting` (>= 0) requests would wait.
-  std::vector<RequestId> submit(std::vector<std::pair<std::vector<std::int32_t>, SamplingParams>> requests,
+  std::vector<RequestId> submit(std::vector<engine_detail::NewRequest> requests,
                                 const std::function<void(std::size_t, const RequestOutput&)>& on_output,
                                 std::int64_t max_waiting = -1) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -148,16 +154,16 @@ class EngineControl {
                        std::to_string(max_waiting) + ")");
     std::vector<RequestId> ids;
     for (std::size_t i = 0; i < requests.size(); ++i) {
-      auto& [prompt, params] = requests[i];
-      const RequestId id = next_id_++;
-      Live& live = live_[id];
+      engine_detail::NewRequest& r = requests[i];
+      r.id = next_id_++;
+      r.seed = r.params.seed.value_or(0);
+      Live& live = live_[r.id];
       if (on_output) live.callback = [on_output, i](const RequestOutput& out) { on_output(i, out); };
       live.submitted = Clock::now();
-      live.prompt_tokens = std::int64_t(prompt.size());
+      live.prompt_tokens = std::int64_t(r.prompt.size());
       ++waiting_;
-      const std::uint64_t seed = params.seed.value_or(0);
-      inbox_.push_back({id, std::move(prompt), std::move(params), seed});
-      ids.push_back(id);
+      ids.push_back(r.id);
+      inbox_.push_back(std::move(r));
     }
     changed_.notify_all();
     return ids;

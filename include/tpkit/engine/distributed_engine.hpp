@@ -67,10 +67,10 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
     // shutting down), so every rank can tell them from requests submitted otherwise.
     std::int64_t first = -1;
     if (world_.rank() == 0) {
-      std::vector<std::pair<std::vector<std::int32_t>, SamplingParams>> requests;
+      std::vector<engine_detail::NewRequest> requests(prompts.size());
       for (std::size_t i = 0; i < prompts.size(); ++i) {
-        requests.emplace_back(prompts[i], params[i]);
-        requests.back().second.seed = seeds[i];
+        requests[i].prompt = prompts[i], requests[i].params = params[i];
+        requests[i].params.seed = seeds[i];
       }
       try {
         const RequestId next = control_.next_id();

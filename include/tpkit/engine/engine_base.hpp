@@ -212,10 +212,24 @@ class EngineBase {
   // already wait. A request without a seed gets one.
   RequestId submit(std::vector<std::int32_t> prompt, SamplingParams params, OutputCallback on_output,
                    std::int64_t max_waiting = -1) {
+    return resume(std::move(prompt), {}, std::move(params), std::move(on_output), max_waiting);
+  }
+  // Continues a request that generated `generated` elsewhere (a replica that failed, say): with
+  // the same prompt, parameters and seed it produces exactly the outputs the whole request would
+  // have produced after those tokens. The ranks prefill prompt + generated, replay the stop rules
+  // over `generated` (the text held back for a stop string stays held back) and advance the
+  // sampling generator past the draws those tokens took; only later tokens are output, and the
+  // usage counts all of them. A request with a drawn seed cannot be resumed.
+  RequestId resume(std::vector<std::int32_t> prompt, std::vector<std::int32_t> generated, SamplingParams params,
+                   OutputCallback on_output, std::int64_t max_waiting = -1) {
     require_controller();
-    params.seed = check_requests(config(), has_tokenizer(), {prompt}, {params})[0];
-    std::vector<std::pair<std::vector<std::int32_t>, SamplingParams>> one;
-    one.emplace_back(std::move(prompt), std::move(params));
+    std::vector<std::int32_t> whole = prompt;
+    whole.insert(whole.end(), generated.begin(), generated.end());
+    params.seed = check_requests(config(), has_tokenizer(), {whole}, {params})[0];
+    TPKIT_REQUIRE(std::int64_t(generated.size()) < params.max_tokens, "a resumed request has ", generated.size(),
+                  " tokens already, max_tokens is ", params.max_tokens);
+    std::vector<NewRequest> one(1);
+    one[0].prompt = std::move(prompt), one[0].params = std::move(params), one[0].generated = std::move(generated);
     return control_.submit(
         std::move(one),
         [cb = std::move(on_output)](std::size_t, const RequestOutput& out) {
@@ -272,10 +286,10 @@ class EngineBase {
     const std::vector<std::uint64_t> seeds = check_requests(config(), tokenizer_ != nullptr, prompts, params);
     const auto start = std::chrono::steady_clock::now();
     const EngineStatus before = control_.status();
-    std::vector<std::pair<std::vector<std::int32_t>, SamplingParams>> requests;
+    std::vector<NewRequest> requests(prompts.size());
     for (std::size_t i = 0; i < prompts.size(); ++i) {
-      requests.emplace_back(prompts[i], params[i]);
-      requests.back().second.seed = seeds[i];
+      requests[i].prompt = prompts[i], requests[i].params = params[i];
+      requests[i].params.seed = seeds[i];
     }
     auto collector = std::make_shared<ResultCollector>(prompts, on_token, [this](RequestId id) { control_.abort(id); });
     control_.submit(std::move(requests),

@@ -147,7 +147,9 @@ class EngineRank {
         s->params = std::move(r.params);
         s->rng.seed(r.seed);
         s->micro_batch = dealt++ % std::size_t(mbs);
-        schedulers[s->micro_batch].add(s.get());
+        Scheduler& scheduler = schedulers[s->micro_batch];
+        scheduler.add(s.get());
+        if (!r.generated.empty()) resume(*s, r.generated, scheduler);
         live.emplace(r.id, std::move(s));
       }
       for (RequestId id : message.aborted) {
@@ -276,6 +278,19 @@ class EngineRank {
     }
     if (world.rank() == 0) return mine;
     return ControlMessage::decode(ControlMessage::Action(header[0]), bytes.data(), bytes.size());
+  }
+
+  // A resumed sequence: its earlier tokens go through the stop rules as if sampled here (nothing is
+  // output; what they released counts as streamed), and the generator skips the draws they took.
+  void resume(Sequence& s, const std::vector<std::int32_t>& generated, Scheduler& scheduler) {
+    for (std::int32_t token : generated) {
+      const StopChecker::Verdict v = stop_.accept(s, token);
+      if (!v.finish_reason.empty()) {  // it had ended already
+        scheduler.finish(&s, v.finish_reason);
+        return;
+      }
+    }
+    if (!s.params.greedy()) s.rng.discard(generated.size());  // one draw per sampled token
   }
 
   // Appends a sampled token, applies the stop rules, and adds what became final to `out`.
