@@ -164,14 +164,7 @@ class Server {
         reply_error(res, ApiError(res.status, "bad request"));
     });
     http_.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr e) {
-      std::string what = "internal error";
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        what = x.what();
-      } catch (...) {
-      }
-      reply_error(res, ApiError(500, what));
+      reply_error(res, ApiError(500, message_of(e, "internal error")));
     });
     http_.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
       const EngineStatus s = engine_.status();
@@ -298,9 +291,6 @@ class Server {
     if (!request.resume_token_ids.empty() && prompts.size() != 1)
       throw bad_request("'resume_token_ids' continues one prompt, not " + std::to_string(prompts.size()),
                         "resume_token_ids");
-    for (std::int32_t t : request.resume_token_ids)
-      if (t >= engine_.config().vocab_size)
-        throw bad_request("a resumed token id is outside the vocabulary", "resume_token_ids");
     auto stream = std::make_shared<RequestStream>(metrics_, Clock::now(), prompts.size());
     try {
       for (std::size_t i = 0; i < prompts.size(); ++i)
@@ -329,13 +319,14 @@ class Server {
     return std::string(prefix) + hex;
   }
 
-  // Generation for both endpoints. `chunk(choice, delta text, finish reason or null)` makes a
-  // stream chunk; `choice(index, text, finish reason)` a whole response's choice.
+  // Generation for both endpoints: the whole response is an `object`, a stream one of
+  // `chunk_object`s. `chunk(choice, delta text, finish reason or null)` makes a stream chunk's
+  // choice; `choice(index, text, finish reason)` a whole response's.
   template <class Chunk, class Choice>
-  void generate(const httplib::Request& req, httplib::Response& res, const GenerationRequest& request,
-                const std::vector<std::vector<std::int32_t>>& prompts, const std::string& object, const std::string& id,
-                Chunk chunk, Choice choice, const std::optional<json>& first_chunk) {
-    (void)req;
+  void generate(httplib::Response& res, const GenerationRequest& request,
+                const std::vector<std::vector<std::int32_t>>& prompts, const std::string& object,
+                const std::string& chunk_object, const std::string& id, Chunk chunk, Choice choice,
+                const std::optional<json>& first_chunk) {
     auto ids = std::make_shared<std::vector<RequestId>>();
     const std::shared_ptr<RequestStream> stream = submit(prompts, request, *ids);
     const bool return_ids = request.return_token_ids;
@@ -346,7 +337,7 @@ class Server {
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
     const auto envelope = [=](json choices) {
       return json{{"id", id},
-                  {"object", object},
+                  {"object", chunk_object},
                   {"created", created},
                   {"model", options_.served_model_name},
                   {"choices", std::move(choices)}};
@@ -385,6 +376,7 @@ class Server {
         if (return_ids) list.back()["token_ids"] = tokens[i];
       }
       json body = envelope(std::move(list));
+      body["object"] = object;
       body["usage"] = usage_of(prompt, completion, cached);
       reply(res, body);
       return;
@@ -460,17 +452,10 @@ class Server {
     check_model(r.model);
     std::vector<std::vector<std::int32_t>> prompts = r.token_prompts;
     for (const std::string& text : r.text_prompts) prompts.push_back(encode(text));
-    for (const auto& ids : prompts) {
-      for (std::int32_t t : ids)
-        if (t >= engine_.config().vocab_size)
-          throw bad_request("token id " + std::to_string(t) + " is outside the vocabulary [0, " +
-                                std::to_string(engine_.config().vocab_size) + ")",
-                            "prompt");
-      check_length(ids, r.params, false);
-    }
-    if (!r.params.stop.empty()) tokenizer();  // stop strings need text
+    for (const auto& ids : prompts) check_length(ids, r.params, false);  // (the engine checks the ids)
+    if (!r.params.stop.empty()) tokenizer();                             // stop strings need text
     generate(
-        req, res, r, prompts, "text_completion", new_id("cmpl-"),
+        res, r, prompts, "text_completion", "text_completion", new_id("cmpl-"),
         [](std::size_t i, const std::string& text, const std::optional<std::string>& reason) {
           return json{{"index", i},
                       {"text", text},
@@ -500,7 +485,7 @@ class Server {
     for (std::int32_t id : chat_->end_of_turn_ids(tokenizer())) r.params.stop_token_ids.push_back(id);
     check_length(ids, r.params, true);
     generate(
-        req, res, r, {ids}, "chat.completion.chunk", new_id("chatcmpl-"),
+        res, r, {ids}, "chat.completion", "chat.completion.chunk", new_id("chatcmpl-"),
         [](std::size_t i, const std::string& text, const std::optional<std::string>& reason) {
           json delta = json::object();
           if (!text.empty()) delta["content"] = text;
@@ -516,11 +501,6 @@ class Server {
                       {"finish_reason", reason}};
         },
         json{{"delta", {{"role", "assistant"}, {"content", ""}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}});
-    if (!r.stream) {  // the whole response's object name
-      json body = json::parse(res.body);
-      body["object"] = "chat.completion";
-      reply(res, body);
-    }
   }
 
   void tokenize(const httplib::Request& req, httplib::Response& res) {

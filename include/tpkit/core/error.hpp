@@ -72,6 +72,17 @@ class Unavailable : public Error {
   using Error::Error;
 };
 
+// What an exception says (`fallback` for one that is not a std::exception).
+inline std::string message_of(const std::exception_ptr& e, const char* fallback = "unknown error") {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return fallback;
+  }
+}
+
 namespace detail {
 
 template <class... Args>

@@ -148,7 +148,7 @@ class EngineControl {
                                 const std::function<void(std::size_t, const RequestOutput&)>& on_output,
                                 std::int64_t max_waiting = -1) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!status_.accepting) throw Unavailable("the engine is shutting down and accepts no new requests");
+    if (!accepting_) throw Unavailable("the engine is shutting down and accepts no new requests");
     if (max_waiting >= 0 && waiting_ + std::int64_t(requests.size()) > max_waiting)
       throw Overloaded("the engine's queue is full (" + std::to_string(waiting_) + " requests waiting, at most " +
                        std::to_string(max_waiting) + ")");
@@ -192,7 +192,8 @@ class EngineControl {
 
   EngineStatus status() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    EngineStatus s = status_;
+    EngineStatus s = ranks_;
+    s.accepting = accepting_, s.failure = failure_, s.requests_finished = finished_;
     s.waiting += std::int64_t(inbox_.size());
     s.unfinished = std::int64_t(live_.size());
     return s;
@@ -204,7 +205,7 @@ class EngineControl {
     std::vector<Ending> endings;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      status_.accepting = false;
+      accepting_ = false;
       stopping_ = true;
       if (mode == ShutdownMode::abort) {
         for (const engine_detail::NewRequest& r : inbox_)
@@ -276,11 +277,7 @@ class EngineControl {
         it->second.queue_seconds = std::chrono::duration<double>(now - it->second.submitted).count();
         --waiting_;
       }
-      const std::string failure = status_.failure;
-      const bool accepting = status_.accepting;
-      const std::int64_t finished_before = status_.requests_finished;
-      status_ = status;
-      status_.failure = failure, status_.accepting = accepting, status_.requests_finished = finished_before;
+      ranks_ = status;
       finished_callbacks.reserve(outputs.size());
       for (RequestOutput& out : outputs) {
         auto it = live_.find(out.id);
@@ -291,7 +288,7 @@ class EngineControl {
         }
         out.queue_seconds = it->second.queue_seconds;
         if (!it->second.started) --waiting_;  // refused before it ran
-        ++status_.requests_finished;
+        ++finished_;
         finished_callbacks.push_back(std::move(it->second.callback));
         calls.push_back({&finished_callbacks.back(), &out});
         live_.erase(it);
@@ -307,20 +304,14 @@ class EngineControl {
   // `error`. `accept_more`: whether later requests will run (a threaded engine starts its ranks
   // again); if not, submit() throws Unavailable from now on.
   void fail_all(std::exception_ptr error, bool accept_more) {
-    std::string message = "unknown error";
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      message = e.what();
-    } catch (...) {
-    }
+    const std::string message = message_of(error);
     std::vector<Ending> endings;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       // The state first: a caller woken by a request's last output sees it.
-      status_.failure = message;
-      status_.running = status_.waiting = status_.kv_blocks_used = 0;
-      if (!accept_more) status_.accepting = false;
+      failure_ = message;
+      ranks_.running = ranks_.waiting = ranks_.kv_blocks_used = 0;
+      if (!accept_more) accepting_ = false;
       while (!live_.empty()) endings.push_back(end_here(live_.begin(), "error: " + message, error));
       inbox_.clear();
       aborts_.clear();
@@ -369,7 +360,7 @@ class EngineControl {
     if (!it->second.started) --waiting_;
     e.callback = std::move(it->second.callback);
     live_.erase(it);
-    ++status_.requests_finished;
+    ++finished_;
     return e;
   }
   static void deliver(std::vector<Ending>& endings) {
@@ -392,7 +383,10 @@ class EngineControl {
   std::int64_t waiting_ = 0;  // live and not yet scheduled
   std::uint64_t wakes_ = 0;
   bool stopping_ = false;
-  EngineStatus status_;
+  EngineStatus ranks_;  // as the loop published it at the end of its last round
+  bool accepting_ = true;
+  std::string failure_;        // the last failure of the ranks
+  std::int64_t finished_ = 0;  // requests finished
 };
 
 }  // namespace tpkit

@@ -125,15 +125,19 @@ class EngineRank {
     // This round's outputs (built on the controller, or where `local` wants them).
     const bool outputs_wanted = controller || bool(local);
     std::vector<RequestOutput> outputs;
-    std::map<RequestId, std::size_t> output_of;
     std::vector<RequestId> started;
-    const auto output_for = [&](RequestId id) -> RequestOutput& {
-      auto [it, added] = output_of.emplace(id, outputs.size());
-      if (added) outputs.emplace_back().id = id;
-      return outputs[it->second];
+    std::uint64_t round = 0;
+    const auto output_for = [&](Sequence& s) -> RequestOutput& {  // one output per sequence a round
+      if (s.output_round != round) {
+        s.output_round = round, s.output_slot = outputs.size();
+        outputs.emplace_back().id = s.id;
+      }
+      return outputs[s.output_slot];
     };
     std::size_t dealt = 0;  // requests dealt to the micro-batches
+    const std::int64_t preemptions_before = counters_.preemptions;
     for (;;) {
+      ++round;
       bool idle_now = true;
       for (int k = 0; k < mbs; ++k)
         idle_now = idle_now && schedulers[std::size_t(k)].done() && !flights[std::size_t(k)].pending;
@@ -181,7 +185,7 @@ class EngineRank {
             if (ch.samples) {
               const std::int32_t token = f.tokens[row++];
               if (!ch.sequence->finished)  // (not aborted since)
-                accept(*ch.sequence, token, scheduler, outputs_wanted ? &output_for(ch.sequence->id) : nullptr);
+                accept(*ch.sequence, token, scheduler, outputs_wanted ? &output_for(*ch.sequence) : nullptr);
             }
           f.pending = false;
         }
@@ -190,7 +194,7 @@ class EngineRank {
         // The finished sequences are in no step now: their last output, and they are gone.
         for (Sequence* s : scheduler.take_finished()) {
           if (outputs_wanted) {
-            RequestOutput& out = output_for(s->id);
+            RequestOutput& out = output_for(*s);
             out.text += s->text.substr(std::min(s->streamed, s->text.size()));  // what a stop string held back
             out.finished = true;
             out.finish_reason = s->finish_reason;
@@ -229,24 +233,22 @@ class EngineRank {
         }
         f.pending = true;
       }
+      counters_.preemptions = preemptions_before;
+      for (const Scheduler& scheduler : schedulers) counters_.preemptions += scheduler.preemptions();
+      if (local)
+        for (const RequestOutput& out : outputs) local(out);
       if (controller) {
         EngineStatus status = counters();
         for (std::size_t k = 0; k < schedulers.size(); ++k) {
           status.running += schedulers[k].num_running();
           status.waiting += schedulers[k].num_waiting();
-          status.preemptions += schedulers[k].preemptions();
           status.kv_blocks_used += pools_[k].num_blocks() - pools_[k].num_free();
           status.kv_blocks_total += pools_[k].num_blocks();
         }
-        if (local)
-          for (const RequestOutput& out : outputs) local(out);
         control->end_round(started, outputs, status);
-      } else if (local) {
-        for (const RequestOutput& out : outputs) local(out);
       }
-      outputs.clear(), output_of.clear(), started.clear();
+      outputs.clear(), started.clear();
     }
-    for (const Scheduler& scheduler : schedulers) counters_.preemptions += scheduler.preemptions();
   }
 
   // The controller's message, on every rank. Host backends buffer sends, so the controller (a

@@ -59,6 +59,8 @@ struct Sequence {
   std::int64_t cached_tokens = 0;         // prompt tokens found in the prefix cache at first admission
   bool started = false;                   // once: it has been in a step
   std::size_t micro_batch = 0;            // whose scheduler holds it
+  std::uint64_t output_round = 0;         // the engine loop's round whose outputs hold its slot
+  std::size_t output_slot = 0;            // (its index among that round's outputs)
 
   std::int64_t generated() const { return std::int64_t(tokens.size()) - prompt_length; }
 };
