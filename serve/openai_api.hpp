@@ -16,39 +16,9 @@
 
 #include <tpkit/engine/request.hpp>
 
+#include "api_error.hpp"
+
 namespace tpkit::serve {
-
-using nlohmann::json;
-
-// An error answered with an HTTP status and OpenAI's error object.
-struct ApiError : std::runtime_error {
-  int status;
-  std::string type, param, code;
-  ApiError(int status_, std::string message, std::string param_ = {}, std::string code_ = {})
-      : std::runtime_error(std::move(message)), status(status_), param(std::move(param_)), code(std::move(code_)) {
-    switch (status) {
-      case 401:
-        type = "authentication_error";
-        break;
-      case 429:
-        type = "rate_limit_error";
-        break;
-      default:
-        type = status >= 500 ? "server_error" : "invalid_request_error";
-    }
-  }
-  json body() const {
-    return {{"error",
-             {{"message", what()},
-              {"type", type},
-              {"param", param.empty() ? json(nullptr) : json(param)},
-              {"code", code.empty() ? json(nullptr) : json(code)}}}};
-  }
-};
-
-inline ApiError bad_request(const std::string& message, const std::string& param = {}) {
-  return ApiError(400, message, param);
-}
 
 // What /v1/completions and /v1/chat/completions share, checked.
 struct GenerationRequest {
