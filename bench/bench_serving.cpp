@@ -52,6 +52,7 @@ struct Result {
   double ttft = 0, e2e = 0;
   std::vector<double> itl;
   std::int64_t output_tokens = 0;
+  std::int64_t prompt_tokens = 0, cached_tokens = 0;  // from the usage
 };
 
 // One streamed completion over a raw HTTP/1.1 connection; times its chunks as they arrive. Once
@@ -117,7 +118,13 @@ Result run_one(const std::string& host, int port, const Request& r, const std::s
         out.error = data;
         continue;
       }
-      if (e.contains("usage")) out.output_tokens = e["usage"]["completion_tokens"];
+      if (e.contains("usage")) {
+        const json& u = e["usage"];
+        out.output_tokens = u["completion_tokens"];
+        out.prompt_tokens = u["prompt_tokens"];
+        if (u.contains("prompt_tokens_details"))
+          out.cached_tokens = u["prompt_tokens_details"].value("cached_tokens", 0);
+      }
       if (e["choices"].empty() || e["choices"][0]["text"].get<std::string>().empty()) continue;
       if (first) {
         out.ttft = std::chrono::duration<double>(now - start).count();
@@ -135,20 +142,24 @@ Result run_one(const std::string& host, int port, const Request& r, const std::s
   return out;
 }
 
+// `prefix_groups` shared prefixes: request i begins with prefix i % groups.
 std::vector<Request> make_requests(int n, int input_len, int output_len, double range, int prefix_len, int vocab,
-                                   std::uint64_t seed) {
+                                   std::uint64_t seed, int prefix_groups = 1) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<std::int32_t> token(10, vocab - 1);
-  std::vector<std::int32_t> prefix(std::size_t(std::max(0, prefix_len)));
-  for (auto& t : prefix) t = token(rng);
+  std::vector<std::vector<std::int32_t>> prefixes(std::size_t(std::max(1, prefix_groups)),
+                                                  std::vector<std::int32_t>(std::size_t(std::max(0, prefix_len))));
+  for (auto& prefix : prefixes)
+    for (auto& t : prefix) t = token(rng);
   const auto length = [&](int mean) {
     const int lo = std::max(1, int(std::lround(mean * (1 - range)))),
               hi = std::max(lo, int(std::lround(mean * (1 + range))));
     return std::uniform_int_distribution<int>(lo, hi)(rng);
   };
   std::vector<Request> requests(static_cast<std::size_t>(n));
-  for (Request& r : requests) {
-    r.prompt = prefix;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    Request& r = requests[i];
+    r.prompt = prefixes[i % prefixes.size()];
     for (int i = length(input_len); i > 0; --i) r.prompt.push_back(token(rng));
     r.output_len = length(output_len);
   }
@@ -176,18 +187,25 @@ Summary summarize(std::vector<double> v) {
 
 json report(const std::vector<Result>& results, double seconds) {
   std::vector<double> ttft, tpot, itl, e2e;
-  std::int64_t tokens = 0, ok = 0;
+  std::int64_t tokens = 0, ok = 0, prompt = 0, cached = 0;
   for (const Result& r : results) {
     if (!r.ok) continue;
     ++ok;
     tokens += r.output_tokens;
+    prompt += r.prompt_tokens, cached += r.cached_tokens;
     ttft.push_back(r.ttft), e2e.push_back(r.e2e);
     if (r.output_tokens > 1) tpot.push_back((r.e2e - r.ttft) / double(r.output_tokens - 1));
     itl.insert(itl.end(), r.itl.begin(), r.itl.end());
   }
-  json j = {{"requests", results.size()}, {"completed", ok},
-            {"seconds", seconds},         {"request_throughput", double(ok) / seconds},
-            {"output_tokens", tokens},    {"output_throughput", double(tokens) / seconds}};
+  json j = {{"requests", results.size()},
+            {"completed", ok},
+            {"seconds", seconds},
+            {"request_throughput", double(ok) / seconds},
+            {"output_tokens", tokens},
+            {"output_throughput", double(tokens) / seconds},
+            {"prompt_tokens", prompt},
+            {"cached_prompt_tokens", cached},
+            {"prefix_cache_hit_rate", prompt ? double(cached) / double(prompt) : 0.0}};
   for (auto& [name, values] :
        {std::pair<const char*, std::vector<double>*>{"ttft", &ttft}, {"tpot", &tpot}, {"itl", &itl}, {"e2e", &e2e}}) {
     const Summary s = summarize(*values);
@@ -200,6 +218,8 @@ void print(const char* title, const json& j) {
   std::printf("%s: %lld/%lld requests in %.2f s: %.3f req/s, %.1f output tok/s\n", title,
               static_cast<long long>(j["completed"]), static_cast<long long>(j["requests"]), double(j["seconds"]),
               double(j["request_throughput"]), double(j["output_throughput"]));
+  if (j.contains("prefix_cache_hit_rate") && double(j["prefix_cache_hit_rate"]) > 0)
+    std::printf("  prefix cache: %.1f%% of prompt tokens cached\n", 100 * double(j["prefix_cache_hit_rate"]));
   for (const char* m : {"ttft", "tpot", "itl", "e2e"})
     if (j.contains(m))
       std::printf("  %-4s mean %9.2f ms  p50 %9.2f ms  p99 %9.2f ms\n", m, double(j[m]["mean_ms"]),
@@ -211,7 +231,8 @@ void print(const char* title, const json& j) {
 int main(int argc, char** argv) {
   CLI::App app("Load generator for tpkit-serve (vLLM benchmark_serving's metrics).", "bench_serving");
   std::string url = "http://127.0.0.1:8000", model, offline, json_out;
-  int num_requests = 64, concurrency = 16, input_len = 128, output_len = 128, prefix_len = 0, vocab = 32000;
+  int num_requests = 64, concurrency = 16, input_len = 128, output_len = 128, prefix_len = 0, vocab = 32000,
+      prefix_groups = 1;
   double request_rate = 0, range = 0;
   std::uint64_t seed = 0;
   int bg_concurrency = 0, bg_input_len = 2048, bg_output_len = 1;
@@ -225,6 +246,8 @@ int main(int argc, char** argv) {
   app.add_option("--output-len", output_len, "generated tokens (EOS ignored)")->capture_default_str();
   app.add_option("--range-ratio", range, "lengths uniform in [len(1-r), len(1+r)]")->capture_default_str();
   app.add_option("--prefix-len", prefix_len, "tokens of a prefix every prompt shares")->capture_default_str();
+  app.add_option("--prefix-groups", prefix_groups, "distinct shared prefixes (request i has prefix i mod groups)")
+      ->capture_default_str();
   app.add_option("--vocab", vocab, "prompt ids are drawn from [10, vocab)")->capture_default_str();
   app.add_option("--seed", seed, "the requests' seed")->capture_default_str();
   app.add_option("--background-concurrency", bg_concurrency, "background requests kept in flight meanwhile");
@@ -240,7 +263,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   const std::vector<Request> requests =
-      make_requests(num_requests, input_len, output_len, range, prefix_len, vocab, seed);
+      make_requests(num_requests, input_len, output_len, range, prefix_len, vocab, seed, prefix_groups);
   json result;
   if (!offline.empty()) {
     tpkit::Engine engine(offline, options);

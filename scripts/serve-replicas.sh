@@ -47,13 +47,14 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-# "listening on http://HOST:PORT" from a log, within a minute.
+# "listening on http://HOST:PORT" from the log of process $2, within a minute.
 url_from() {
   for _ in $(seq 600); do
     if grep -q '^listening on ' "$1" 2>/dev/null; then sed -n 's/^listening on //p' "$1" | head -1; return 0; fi
+    kill -0 "$2" 2>/dev/null || break
     sleep 0.1
   done
-  echo "serve-replicas.sh: $1 shows no 'listening on' line after a minute:" >&2
+  echo "serve-replicas.sh: $1 shows no 'listening on' line:" >&2
   tail -5 "${1%.out}.err" >&2
   return 1
 }
@@ -72,9 +73,9 @@ for i in $(seq "$replicas"); do
   "${cmd[@]}" > "$logdir/replica$i.out" 2> "$logdir/replica$i.err" &
   pids+=($!)
 done
-for i in $(seq "$replicas"); do workers+=(--worker "$(url_from "$logdir/replica$i.out")"); done
+for i in $(seq "$replicas"); do workers+=(--worker "$(url_from "$logdir/replica$i.out" "${pids[$((i - 1))]}")"); done
 # shellcheck disable=SC2086  # router_args is a list of words
 "$router" --port "$port" --policy "$policy" "${workers[@]}" $router_args > "$logdir/router.out" 2> "$logdir/router.err" &
 router_pid=$!
-echo "$(url_from "$logdir/router.out" | sed 's/^/listening on /') ($replicas replicas of TP $tp x PP $pp; logs in $logdir)"
+echo "$(url_from "$logdir/router.out" "$router_pid" | sed 's/^/listening on /') ($replicas replicas of TP $tp x PP $pp; logs in $logdir)"
 wait "$router_pid"

@@ -106,7 +106,7 @@ TEST_CASE("policies are made by name, a user's too", "[router_rules]") {
                                                    Catch::Contains("least_loaded") && Catch::Contains("last"));
 }
 
-TEST_CASE("health turns after the thresholds of consecutive checks; a busy worker's timeout counts neither way",
+TEST_CASE("health turns after the thresholds of consecutive checks, and a busy worker's timeout counts neither way",
           "[router_rules]") {
   HealthOptions o;  // 3 failures, 2 successes
   HealthState h;
@@ -160,7 +160,7 @@ TEST_CASE(
   CHECK(b.transitions()[int(CircuitBreaker::State::closed)] == 1);
 }
 
-TEST_CASE("the retry budget bounds retries to a share of recent requests; backoff doubles with jitter",
+TEST_CASE("the retry budget bounds retries to a share of recent requests, and backoff doubles with jitter",
           "[router_rules]") {
   RetryBudgetOptions o;
   o.ratio = 0.2, o.min_per_second = 0, o.window = 10;
