@@ -65,8 +65,9 @@ struct BreakerOptions {
 };
 
 // Passive health from real traffic. Closed: all requests pass. Open: none, until `open_seconds`
-// passed. Half-open: one trial request at a time; `success_threshold` successes close it, a failure
-// opens it again.
+// passed. Half-open: one trial request at a time; `success_threshold` successful trials close it,
+// a failed one opens it again. Only the trial's outcome moves a half-open breaker: requests sent
+// before it opened may still be ending, and say nothing of the worker now.
 class CircuitBreaker {
  public:
   enum class State { closed, open, half_open };
@@ -80,27 +81,29 @@ class CircuitBreaker {
     const State s = state(now, o);
     return s == State::closed || (s == State::half_open && !trial_in_flight_);
   }
-  // A request was sent (after admits()).
-  void started() {
-    if (state_ == State::half_open) trial_in_flight_ = true;
+  // A request was sent (after admits()); true when it is the half-open breaker's trial, which the
+  // caller passes back with its outcome.
+  bool started() {
+    if (state_ != State::half_open) return false;
+    trial_in_flight_ = true;
+    return true;
   }
-  void succeeded(const BreakerOptions& o) {
-    failures_ = 0;
-    if (state_ == State::half_open) {
+  void succeeded(bool trial, const BreakerOptions& o) {
+    if (state_ == State::closed) failures_ = 0;
+    if (state_ == State::half_open && trial) {
       trial_in_flight_ = false;
       if (++successes_ >= o.success_threshold) move(State::closed);
     }
   }
-  void failed(Clock::time_point now, const BreakerOptions& o) {
-    successes_ = 0;
-    if (state_ == State::half_open || ++failures_ >= o.failure_threshold) {
+  void failed(bool trial, Clock::time_point now, const BreakerOptions& o) {
+    if ((state_ == State::half_open && trial) || (state_ == State::closed && ++failures_ >= o.failure_threshold)) {
       opened_at_ = now;
       move(State::open);
     }
   }
-  // A request that ended neither way (the client left): a trial slot is free again.
-  void abandoned() {
-    if (state_ == State::half_open) trial_in_flight_ = false;
+  // A request that ended neither way (the client left): the trial slot is free again.
+  void abandoned(bool trial) {
+    if (state_ == State::half_open && trial) trial_in_flight_ = false;
   }
   // Times the breaker entered each state (for the metrics): closed, open, half-open.
   const std::uint64_t* transitions() const { return transitions_; }

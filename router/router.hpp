@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -33,6 +34,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -132,7 +134,7 @@ struct Worker {
   std::atomic<Clock::rep> last_data{0};  // when it last sent the router bytes (time_since_epoch)
   std::int64_t in_flight = 0, served = 0, failures = 0, retries = 0, migrations = 0, check_failures = 0;
   double reported_waiting = -1, reported_kv_usage = -1;
-  std::set<Attempt*> attempts;
+  std::set<std::shared_ptr<Attempt>> attempts;  // in flight: cancelled when it turns unhealthy
   std::string last_error;
   serve::Histogram ttft{
       {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80}};
@@ -242,8 +244,15 @@ class Router {
   // SIGTERM: /health turns 503 and new requests get 503; those in flight go on.
   void begin_drain() { draining_ = true; }
   int active() const { return active_.load(); }
+  // Stops serving: requests still in flight are cancelled (their clients get an error).
   void stop() {
     stopping_ = true;
+    std::vector<std::shared_ptr<Attempt>> cancel;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const auto& w : workers_) cancel.insert(cancel.end(), w->attempts.begin(), w->attempts.end());
+    }
+    for (const auto& a : cancel) a->cancel();
     http_.stop();
   }
 
@@ -362,7 +371,8 @@ class Router {
   // Holds a worker's load for one attempt: taken when it is chosen, released exactly once.
   class Lease {
    public:
-    Lease(Router& r, std::shared_ptr<Worker> w, Attempt* a) : router_(r), worker_(std::move(w)), attempt_(a) {}
+    Lease(Router& r, std::shared_ptr<Worker> w, std::shared_ptr<Attempt> a)
+        : router_(r), worker_(std::move(w)), attempt_(std::move(a)) {}
     ~Lease() {
       std::lock_guard<std::mutex> lock(router_.mutex_);
       --worker_->in_flight;
@@ -374,12 +384,13 @@ class Router {
    private:
     Router& router_;
     std::shared_ptr<Worker> worker_;
-    Attempt* attempt_;
+    std::shared_ptr<Attempt> attempt_;
   };
 
   // A routable worker for the exchange (preferring those it did not fail on), its load taken;
   // null when none is routable.
-  std::shared_ptr<Worker> pick(Exchange& ex, Attempt* attempt) {
+  // `trial`: whether it is the trial request of the worker's half-open breaker.
+  std::shared_ptr<Worker> pick(Exchange& ex, const std::shared_ptr<Attempt>& attempt, bool& trial) {
     std::lock_guard<std::mutex> lock(mutex_);
     const Clock::time_point now = Clock::now();
     std::vector<std::shared_ptr<Worker>> routable, fresh;
@@ -397,7 +408,7 @@ class Router {
     if (i >= pool.size()) i = 0;  // a user's policy out of range: the first rather than a crash
     const std::shared_ptr<Worker>& w = pool[i];
     ++w->in_flight;
-    w->breaker.started();
+    trial = w->breaker.started();
     w->attempts.insert(attempt);
     return w;
   }
@@ -409,23 +420,35 @@ class Router {
            " workers are unhealthy or have their circuit breaker open";
   }
 
-  void record(Worker& w, const Outcome& o) {
+  void record(Worker& w, const Outcome& o, bool trial) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (o.kind == Outcome::failed) {
       ++w.failures;
       w.last_error = o.why;
-      w.breaker.failed(Clock::now(), options_.breaker);
+      w.breaker.failed(trial, Clock::now(), options_.breaker);
     } else if (o.kind == Outcome::client_gone) {
-      w.breaker.abandoned();
+      w.breaker.abandoned(trial);
     } else {
-      w.breaker.succeeded(options_.breaker);
+      w.breaker.succeeded(trial, options_.breaker);
     }
   }
 
   // The upstream loop of one exchange: attempts until it is answered, retried (nothing produced
   // yet) or migrated (something produced), within the limits.
   void forward(const std::shared_ptr<Exchange>& exp) {
-    Exchange& ex = *exp;
+    try {
+      attempts(*exp);
+    } catch (const std::exception& e) {  // a defect, or no memory: the client hears of it all the same
+      fail(*exp, ApiError(500, std::string("the router failed: ") + e.what()));
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (exp->error) ++failed_;
+    }
+    exp->close();
+  }
+
+  void attempts(Exchange& ex) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       retry_budget_.request(Clock::now());
@@ -439,7 +462,12 @@ class Router {
         ex.attempt = attempt;
       }
       if (ex.client_gone) break;
-      std::shared_ptr<Worker> w = pick(ex, attempt.get());
+      if (stopping_) {
+        fail(ex, ApiError(503, "the router is shutting down", "", "unavailable"));
+        break;
+      }
+      bool trial = false;
+      std::shared_ptr<Worker> w = pick(ex, attempt, trial);
       if (!w) {
         fail(ex, ApiError(503, no_worker_message() + (last_why.empty() ? "" : " (last failure: " + last_why + ")"), "",
                           "no_healthy_worker"));
@@ -447,10 +475,10 @@ class Router {
       }
       Outcome o;
       {
-        Lease lease(*this, w, attempt.get());
+        Lease lease(*this, w, attempt);
         o = ex.migratable ? stream_from(ex, w, *attempt) : relay_from(ex, *w, *attempt);
       }
-      record(*w, o);
+      record(*w, o, trial);
       if (o.kind == Outcome::done) {
         finish(ex, w);
         break;
@@ -458,6 +486,11 @@ class Router {
       if (o.kind == Outcome::client_gone) break;
       if (o.kind == Outcome::client_error) {
         fail(ex, *o.error);
+        break;
+      }
+      if (ex.migratable && ex.finished && !ex.usage.is_null()) {  // it failed after its answer was whole
+        complete(ex);
+        finish(ex, w);
         break;
       }
       // The worker failed this request.
@@ -485,14 +518,15 @@ class Router {
         break;
       }
       bool budget = false;
-      {
+      if (ex.retries < options_.max_retries) {
         std::lock_guard<std::mutex> lock(mutex_);
         budget = retry_budget_.try_retry(Clock::now(), options_.retry_budget);
-        if (budget && ex.retries < options_.max_retries) ++w->retries, ++retries_total_;
+        if (budget) ++w->retries, ++retries_total_;
       }
       if (ex.retries >= options_.max_retries || !budget) {
         ApiError e = o.error ? *o.error : ApiError(502, "the worker failed: " + last_why, "", "worker_failed");
-        if (!budget) e = ApiError(e.status, std::string(e.what()) + " (the retry budget is spent)", e.param, e.code);
+        if (ex.retries < options_.max_retries)
+          e = ApiError(e.status, std::string(e.what()) + " (the retry budget is spent)", e.param, e.code);
         fail(ex, e);
         break;
       }
@@ -501,11 +535,6 @@ class Router {
       const auto until = Clock::now() + seconds_to_duration(wait);
       while (Clock::now() < until && !ex.client_gone) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (ex.error) ++failed_;
-    }
-    ex.close();
   }
 
   void fail(Exchange& ex, const ApiError& e) {
@@ -573,11 +602,13 @@ class Router {
         error_body.append(data, n);
         return error_body.size() < (1u << 20);
       }
-      if (!on_data(data, n, content_type, out)) {
-        stop_reading = true;
-        return false;
+      try {
+        if (on_data(data, n, content_type, out)) return true;
+      } catch (const std::exception& e) {  // a chunk not as tpkit-serve sends them
+        out = {Outcome::failed, std::nullopt, std::string("it sent a malformed event: ") + e.what()};
       }
-      return true;
+      stop_reading = true;
+      return false;
     };
     httplib::Response res;
     httplib::Error err = httplib::Error::Success;
@@ -616,7 +647,8 @@ class Router {
     const json j = json::parse(body, nullptr, false);
     if (j.is_object() && j.contains("error") && j["error"].is_object()) {
       const json& e = j["error"];
-      return ApiError(status, e.value("message", std::string("error")),
+      return ApiError(status,
+                      e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : "error",
                       e.contains("param") && e["param"].is_string() ? e["param"].get<std::string>() : "",
                       e.contains("code") && e["code"].is_string() ? e["code"].get<std::string>() : "");
     }
@@ -665,18 +697,7 @@ class Router {
         return false;
       }
       done = true;
-      if (ex.stream) {
-        if (ex.include_usage && !ex.usage.is_null()) {
-          json last = {{"id", ex.id},
-                       {"object", ex.chat ? "chat.completion.chunk" : "text_completion"},
-                       {"created", ex.created},
-                       {"model", ex.model},
-                       {"choices", json::array()},
-                       {"usage", ex.usage}};
-          ex.emit("data: " + dump(last) + "\n\n");
-        }
-        ex.emit("data: [DONE]\n\n");
-      }
+      complete(ex);
       return true;
     }
     json e = json::parse(data, nullptr, false);
@@ -689,6 +710,9 @@ class Router {
       const std::string type = e["error"].is_object() ? e["error"].value("type", std::string()) : "";
       if (type == "invalid_request_error") {  // the request's own fault: any worker would say so
         ApiError passed(400, err->what(), err->param, err->code);
+        result = {Outcome::client_error, passed, passed.what()};
+      } else if (err->code == "timeout") {  // the worker's --request-timeout: the client's limit, not a failure
+        ApiError passed(504, err->what(), "", err->code);
         result = {Outcome::client_error, passed, passed.what()};
       } else {
         result = {Outcome::failed, std::nullopt, std::string("it failed the request: ") + err->what()};
@@ -707,6 +731,11 @@ class Router {
     if (!ex.return_ids) c.erase("token_ids");
     const json reason = c.value("finish_reason", json(nullptr));
     if (reason == "error") return true;  // the error event that follows decides
+    // Not asked for by the router (it hangs up instead): the worker ended it, a drain that timed out.
+    if (reason == "abort") {
+      result = {Outcome::failed, std::nullopt, "it aborted the request (shutting down?)"};
+      return false;
+    }
     if (ex.chat && c.contains("delta") && c["delta"].contains("role")) {
       if (ex.role_sent) return true;
       ex.role_sent = true;
@@ -743,21 +772,41 @@ class Router {
     return true;
   }
 
+  // The end of a whole answer's stream: the usage (when asked for) and [DONE].
+  void complete(Exchange& ex) {
+    if (!ex.stream) return;
+    if (ex.include_usage && !ex.usage.is_null()) {
+      json last = {{"id", ex.id},
+                   {"object", ex.chat ? "chat.completion.chunk" : "text_completion"},
+                   {"created", ex.created},
+                   {"model", ex.model},
+                   {"choices", json::array()},
+                   {"usage", ex.usage}};
+      ex.emit("data: " + dump(last) + "\n\n");
+    }
+    ex.emit("data: [DONE]\n\n");
+  }
+
   // A request that cannot resume elsewhere (several prompts): relayed as the worker answers it;
   // retried on another worker only while nothing reached the client.
   Outcome relay_from(Exchange& ex, Worker& w, Attempt& attempt) {
     ex.raw.clear();
+    // A stream is passed on whole events at a time, so that an error event never follows half of one.
     Outcome out = call(ex, w, attempt, dump(ex.upstream),
                        [&](const char* data, std::size_t n, const std::string& type, Outcome&) {
                          ex.raw_type = type;
-                         if (ex.stream) {
-                           ex.emit(std::string(data, n));
-                         } else {
-                           ex.raw.append(data, n);
+                         ex.raw.append(data, n);
+                         const std::size_t end = ex.raw.rfind("\n\n");
+                         if (ex.stream && end != std::string::npos) {
+                           ex.emit(ex.raw.substr(0, end + 2));
+                           ex.raw.erase(0, end + 2);
                          }
                          return true;
                        });
-    if (out.kind == Outcome::done) ex.raw_status = 200;
+    if (out.kind == Outcome::done) {
+      ex.raw_status = 200;
+      if (ex.stream && !ex.raw.empty()) ex.emit(std::move(ex.raw));
+    }
     return out;
   }
 
@@ -812,29 +861,39 @@ class Router {
             ++background_;
           }
       }
-      for (auto& w : due)
-        std::thread([this, w] {
-          const CheckResult r = check(w->address, w.get());
-          std::vector<Attempt*> cancel;
-          {
-            std::lock_guard<std::mutex> lock(mutex_);
-            w->checking = false;
-            if (r == CheckResult::failure) ++w->check_failures;
-            if (w->health.record(r, options_.health)) {
-              std::fprintf(stderr, "tpkit-router: worker %s is %s\n", w->address.url.c_str(),
-                           w->health.healthy() ? "healthy again" : "unhealthy (failed its health checks)");
-              if (!w->health.healthy()) {
-                w->last_error = "failed " + std::to_string(options_.health.failure_threshold) + " health checks";
-                cancel.assign(w->attempts.begin(), w->attempts.end());
-                for (Attempt* a : cancel) a->cancel();  // under the lock: a Lease cannot free it meanwhile
-              }
-            }
-            --background_;
-            background_done_.notify_all();
-          }
-        }).detach();
+      for (auto& w : due) try {
+          std::thread([this, w] { health_check(w); }).detach();
+        } catch (const std::system_error&) {  // no thread now: the next round checks it
+          std::lock_guard<std::mutex> lock(mutex_);
+          w->checking = false;
+          --background_;
+          background_done_.notify_all();
+        }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
+  }
+
+  void health_check(const std::shared_ptr<Worker>& w) {
+    const CheckResult r = check(w->address, w.get());
+    std::vector<std::shared_ptr<Attempt>> cancel;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      w->checking = false;
+      if (r == CheckResult::failure) ++w->check_failures;
+      if (w->health.record(r, options_.health)) {
+        std::fprintf(stderr, "tpkit-router: worker %s is %s\n", w->address.url.c_str(),
+                     w->health.healthy() ? "healthy again" : "unhealthy (failed its health checks)");
+        if (!w->health.healthy()) {
+          w->last_error = "failed " + std::to_string(options_.health.failure_threshold) + " health checks";
+          cancel.assign(w->attempts.begin(), w->attempts.end());
+        }
+      }
+    }
+    // Outside the lock: stopping a connection may wait for its connect.
+    for (const auto& a : cancel) a->cancel();
+    std::lock_guard<std::mutex> lock(mutex_);
+    --background_;
+    background_done_.notify_all();
   }
 
   // ---------------------------------------------------------------- HTTP
@@ -986,14 +1045,22 @@ class Router {
     }
     if (body.contains("return_token_ids") && !body["return_token_ids"].is_null())
       ex->return_ids = flag(body["return_token_ids"], "return_token_ids");
-    if (body.contains("resume_token_ids") && body["resume_token_ids"].is_array()) {
-      for (const json& t : body["resume_token_ids"])
-        if (!t.is_number_integer())
-          throw ApiError(400, "'resume_token_ids' must be a list of token ids", "resume_token_ids");
-      ex->client_resume = body["resume_token_ids"].get<std::vector<std::int32_t>>();
-    }
     if (body.contains("seed") && !body["seed"].is_null() && !body["seed"].is_number_integer())
       throw ApiError(400, "'seed' must be an integer", "seed");
+    if (body.contains("resume_token_ids") && !body["resume_token_ids"].is_null()) {
+      const json& r = body["resume_token_ids"];
+      if (!r.is_array()) throw ApiError(400, "'resume_token_ids' must be a list of token ids", "resume_token_ids");
+      for (const json& t : r)
+        if (!t.is_number_integer() || t.get<std::int64_t>() < 0 || t.get<std::int64_t>() > INT32_MAX)
+          throw ApiError(400, "'resume_token_ids' must be a list of token ids", "resume_token_ids");
+      ex->client_resume = r.get<std::vector<std::int32_t>>();
+      // As a worker would: a sampled answer continues only from the seed it started with.
+      const bool sampled =
+          !body.contains("temperature") || !body["temperature"].is_number() || body["temperature"].get<double>() != 0;
+      if (!ex->client_resume.empty() && sampled && (!body.contains("seed") || body["seed"].is_null()))
+        throw ApiError(400, "'resume_token_ids' with sampling needs the 'seed' the request started with",
+                       "resume_token_ids");
+    }
     // What a prefix-aware policy matches: the prompt, or the messages' roles and contents.
     if (ex->chat) {
       if (body.contains("messages") && body["messages"].is_array())
@@ -1081,12 +1148,20 @@ class Router {
       std::lock_guard<std::mutex> lock(mutex_);
       ++background_;
     }
-    std::thread([this, ex] {
-      forward(ex);
+    try {
+      std::thread([this, ex]() mutable {
+        forward(ex);
+        ex.reset();  // (perhaps the last reference, which gives back the admission: while the router lives)
+        std::lock_guard<std::mutex> lock(mutex_);
+        --background_;
+        background_done_.notify_all();
+      }).detach();
+    } catch (const std::system_error&) {
       std::lock_guard<std::mutex> lock(mutex_);
       --background_;
       background_done_.notify_all();
-    }).detach();
+      throw ApiError(503, "the router cannot start another request now", "", "unavailable");
+    }
     {
       // Meanwhile a client that leaves (its socket closed) cancels the request.
       int socket = -1;
@@ -1132,7 +1207,7 @@ class Router {
               }
             }
             if (event.empty()) {
-              if (!sink.is_writable()) break;
+              if (!sink.is_writable() || stopping_) break;
               continue;
             }
             if (!sink.write(event.data(), event.size())) break;

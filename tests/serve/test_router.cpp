@@ -507,3 +507,61 @@ TEST_CASE("the router refuses what it cannot route, with OpenAI's error object",
   CHECK(json::parse(res->body)["choices"].size() == 2);
   CHECK(router.terminate() == 0);
 }
+
+TEST_CASE("a worker that sends malformed events or aborts a request is failed over, and the router lives on",
+          "[router]") {
+  Replica good;
+  // The reference: the good replica's own stream, and its first chunk with the token id.
+  const json body = {{"prompt", "Once upon a time"}, {"max_tokens", 30}, {"temperature", 0}, {"stream", true}};
+  const Reply want = request(good.port, "/v1/completions", body);
+  json with_ids = body;
+  with_ids["return_token_ids"] = true;
+  const std::string ids_stream = request(good.port, "/v1/completions", with_ids).body;
+  const std::string first_chunk = ids_stream.substr(0, ids_stream.find("\n\n") + 2);
+  REQUIRE(first_chunk.find("token_ids") != std::string::npos);
+  // A worker that answers /health, then sends `events` for every completion.
+  std::string events;
+  httplib::Server bad;
+  bad.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("", "text/plain"); });
+  bad.Post("/v1/completions", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_chunked_content_provider("text/event-stream", [&](std::size_t, httplib::DataSink& sink) {
+      sink.write(events.data(), events.size());
+      sink.done();
+      return true;
+    });
+  });
+  const int bad_port = bad.bind_to_any_port("127.0.0.1");
+  std::thread serving([&] { bad.listen_after_bind(); });
+  const std::string bad_url = "http://127.0.0.1:" + std::to_string(bad_port);
+  // Each case on a router of its own, whose round robin starts with the bad worker.
+  const auto through_router = [&](const std::string& sent) {
+    events = sent;
+    RouterProcess router(
+        {}, {"--policy", "round_robin", "--worker", bad_url, "--worker", good.url(), "--health-check-interval", "60"});
+    const Reply got = request(router.port, "/v1/completions", body);
+    CHECK(comparable(got) == comparable(want));
+    CHECK(router.worker(good)["failures"] == 0);
+    json bad_stats;
+    const json stats = router.stats();
+    for (const json& w : stats["workers"])
+      if (w["url"] == bad_url) bad_stats = w;
+    CHECK(bad_stats["failures"] == 1);
+    CHECK(router.terminate() == 0);
+    return bad_stats;
+  };
+  for (const std::string& malformed :
+       {std::string(R"(data: {"choices": [{"index": 0, "text": null, "token_ids": ["a"], "finish_reason": 1}]})"),
+        std::string(R"(data: {"error": {"message": null, "type": 7}})"), std::string("data: not json")}) {
+    INFO(malformed);
+    CHECK(through_router(malformed + "\n\n")["retries"] == 1);
+  }
+  // After one good token the worker aborts the request: it continues on the good replica exactly.
+  const json aborted = through_router(
+      first_chunk + "data: " +
+      json{{"choices", {{{"index", 0}, {"text", ""}, {"finish_reason", "abort"}, {"logprobs", nullptr}}}}}.dump() +
+      "\n\n");
+  CHECK(aborted["migrations"] == 1);
+  CHECK(aborted["last_error"].get<std::string>().find("aborted") != std::string::npos);
+  bad.stop();
+  serving.join();
+}

@@ -132,28 +132,32 @@ TEST_CASE(
     "[router_rules]") {
   BreakerOptions o;  // 5 failures, 30 s, 2 successes
   CircuitBreaker b;
-  for (int k = 0; k < 4; ++k) b.failed(at(0), o);
-  b.succeeded(o);  // resets the count
-  for (int k = 0; k < 4; ++k) b.failed(at(1), o);
+  for (int k = 0; k < 4; ++k) b.failed(b.started(), at(0), o);
+  b.succeeded(false, o);  // resets the count
+  for (int k = 0; k < 4; ++k) b.failed(false, at(1), o);
   CHECK(b.admits(at(1), o));
-  b.failed(at(2), o);
+  CHECK_FALSE(b.started());  // closed: no trial
+  b.failed(false, at(2), o);
   CHECK(b.state(at(2), o) == CircuitBreaker::State::open);
+  b.succeeded(false, o);  // a request sent before it opened: says nothing now
+  CHECK(b.state(at(3), o) == CircuitBreaker::State::open);
   CHECK_FALSE(b.admits(at(31.9), o));
   CHECK(b.admits(at(32), o));  // half-open: one trial
   CHECK(b.state(at(32), o) == CircuitBreaker::State::half_open);
-  b.started();
+  CHECK(b.started());
   CHECK_FALSE(b.admits(at(32), o));  // while it runs, no other
-  b.failed(at(33), o);               // the trial failed: open again, for another 30 s
+  b.succeeded(false, o);             // an old request ending does not free the slot or count
+  b.abandoned(false);
+  CHECK_FALSE(b.admits(at(32), o));
+  b.failed(true, at(33), o);  // the trial failed: open again, for another 30 s
   CHECK_FALSE(b.admits(at(62), o));
   CHECK(b.admits(at(63), o));
-  b.started();
-  b.abandoned();  // the client left: the slot is free, nothing learned
+  CHECK(b.started());
+  b.abandoned(true);  // the client left: the slot is free, nothing learned
   CHECK(b.admits(at(63), o));
-  b.started();
-  b.succeeded(o);
+  b.succeeded(b.started(), o);
   CHECK(b.state(at(64), o) == CircuitBreaker::State::half_open);
-  b.started();
-  b.succeeded(o);
+  b.succeeded(b.started(), o);
   CHECK(b.state(at(64), o) == CircuitBreaker::State::closed);
   CHECK(b.transitions()[int(CircuitBreaker::State::open)] == 2);
   CHECK(b.transitions()[int(CircuitBreaker::State::half_open)] == 2);
