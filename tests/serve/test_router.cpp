@@ -565,3 +565,63 @@ TEST_CASE("a worker that sends malformed events or aborts a request is failed ov
   bad.stop();
   serving.join();
 }
+
+TEST_CASE("a worker whose health check times out while it streams is busy, not unhealthy", "[router]") {
+  // A worker that streams a token every 100 ms for 3 s, and whose /health hangs from then on.
+  std::atomic<bool> streaming{false}, hung{false};
+  httplib::Server slow;
+  slow.Get("/health", [&](const httplib::Request&, httplib::Response& res) {
+    if (hung) std::this_thread::sleep_for(1s);
+    res.set_content("", "text/plain");
+  });
+  slow.Post("/v1/completions", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_chunked_content_provider("text/event-stream", [&](std::size_t, httplib::DataSink& sink) {
+      streaming = true, hung = true;
+      for (int k = 0; k < 30; ++k) {
+        const json chunk = {{"choices",
+                             {{{"index", 0},
+                               {"text", " x"},
+                               {"token_ids", {7}},
+                               {"finish_reason", k == 29 ? json("length") : json(nullptr)},
+                               {"logprobs", nullptr}}}}};
+        const std::string event = "data: " + chunk.dump() + "\n\n";
+        if (!sink.write(event.data(), event.size())) return false;
+        std::this_thread::sleep_for(100ms);
+      }
+      const std::string end =
+          "data: " + json{{"choices", json::array()}, {"usage", {{"completion_tokens", 30}}}}.dump() +
+          "\n\ndata: [DONE]\n\n";
+      sink.write(end.data(), end.size());
+      sink.done();
+      streaming = false;
+      return true;
+    });
+  });
+  const int port = slow.bind_to_any_port("127.0.0.1");
+  std::thread serving([&] { slow.listen_after_bind(); });
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  {
+    RouterProcess router({}, {"--worker", url, "--health-check-interval", "0.5", "--health-check-timeout", "0.25"});
+    std::thread client([&] {
+      const Reply r = request(router.port, "/v1/completions", {{"prompt", "x"}, {"max_tokens", 30}, {"stream", true}});
+      expect(r.status == 200 && r.body.find("[DONE]") != std::string::npos, "the stream did not finish: " + r.body);
+    });
+    // 3 s of streaming: 6 checks time out, each while data flows, so none counts.
+    for (int k = 0; k < 500 && !streaming; ++k) std::this_thread::sleep_for(10ms);
+    REQUIRE(streaming);
+    bool stayed_healthy = true;
+    while (streaming) {
+      const json s = router.stats();
+      stayed_healthy = stayed_healthy && s["workers"][0]["health"] == "healthy";
+      std::this_thread::sleep_for(100ms);
+    }
+    client.join();
+    CHECK(stayed_healthy);
+    CHECK(router.stats()["workers"][0]["migrations"] == 0);
+    // Idle, the same timeouts are failures: unhealthy after 3 of them.
+    CHECK(router.wait_for([](const json& s) { return s["workers"][0]["health"] == "unhealthy"; }, 5s));
+    CHECK(router.terminate() == 0);
+  }
+  slow.stop();
+  serving.join();
+}

@@ -18,6 +18,8 @@ host=$(hostname -s)
 started_munge=""
 cleanup() {
   local pids=""
+  # Jobs first: a job's processes would outlive the daemons.
+  squeue -h -o %A 2>/dev/null | xargs -r scancel 2>/dev/null && sleep 1
   for f in "$tmp/slurmd.pid" "$tmp/slurmctld.pid"; do [ -f "$f" ] && pids+=" $(cat "$f")"; done
   for pid in $pids; do kill "$pid" 2>/dev/null; done
   [ -n "$started_munge" ] && pkill -x munged 2>/dev/null
