@@ -42,11 +42,14 @@
 #include "policy.hpp"
 #include "serve/api_error.hpp"
 #include "serve/histogram.hpp"
+#include "serve/http_server.hpp"
 
 namespace tpkit::router {
 
 using serve::ApiError;
 using serve::json;
+using serve::reply;
+using serve::reply_error;
 
 struct RouterOptions {
   std::string host = "127.0.0.1";
@@ -903,38 +906,8 @@ class Router {
     ~Active() { --n; }
   };
 
-  static void reply(httplib::Response& res, const json& body, int status = 200) {
-    res.status = status;
-    res.set_content(dump(body), "application/json");
-  }
-  static void reply_error(httplib::Response& res, const ApiError& e) { reply(res, e.body(), e.status); }
-
   void routes() {
-    http_.new_task_queue = [n = options_.http_threads] { return new httplib::ThreadPool(std::size_t(n)); };
-    http_.set_payload_max_length(options_.max_body_bytes);
-    http_.set_read_timeout(std::chrono::seconds(30));
-    http_.set_write_timeout(std::chrono::seconds(30));
-    http_.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-      if (!res.body.empty()) return;
-      if (res.status == 413)
-        reply_error(res, ApiError(413, "the request body is too large", "", "payload_too_large"));
-      else if (res.status == 404)
-        reply_error(res, ApiError(404, "no such endpoint", "", "not_found"));
-      else if (res.status == 405)
-        reply_error(res, ApiError(405, "method not allowed for this endpoint", "", "method_not_allowed"));
-      else if (res.status >= 400)
-        reply_error(res, ApiError(res.status, "bad request"));
-    });
-    http_.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr e) {
-      std::string what = "internal error";
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        what = x.what();
-      } catch (...) {
-      }
-      reply_error(res, ApiError(500, what));
-    });
+    serve::configure_server(http_, options_.http_threads, options_.max_body_bytes);
     http_.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
       const json s = stats();
       // Ready while some worker can take a request (healthy, its breaker not open).

@@ -25,6 +25,7 @@
 #include <tpkit/engine/engine.hpp>
 #include <tpkit/jinja/chat_template.hpp>
 
+#include "http_server.hpp"
 #include "metrics.hpp"
 #include "openai_api.hpp"
 
@@ -137,10 +138,7 @@ class Server {
   };
 
   void routes() {
-    http_.new_task_queue = [n = options_.http_threads] { return new httplib::ThreadPool(std::size_t(n)); };
-    http_.set_payload_max_length(options_.max_body_bytes);
-    http_.set_read_timeout(std::chrono::seconds(30));
-    http_.set_write_timeout(std::chrono::seconds(30));
+    configure_server(http_, options_.http_threads, options_.max_body_bytes);
     http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!options_.api_key.empty() && req.path.rfind("/v1/", 0) == 0 &&
           req.get_header_value("Authorization") != "Bearer " + options_.api_key) {
@@ -149,22 +147,6 @@ class Server {
         return httplib::Server::HandlerResponse::Handled;
       }
       return httplib::Server::HandlerResponse::Unhandled;
-    });
-    // cpp-httplib answers a body over the limit (413) or an unknown path (404) with a bare status:
-    // give it the error object.
-    http_.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-      if (!res.body.empty()) return;
-      if (res.status == 413)
-        reply_error(res, ApiError(413, "the request body is too large", "", "payload_too_large"));
-      else if (res.status == 404)
-        reply_error(res, ApiError(404, "no such endpoint", "", "not_found"));
-      else if (res.status == 405)
-        reply_error(res, ApiError(405, "method not allowed for this endpoint", "", "method_not_allowed"));
-      else if (res.status >= 400)
-        reply_error(res, ApiError(res.status, "bad request"));
-    });
-    http_.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr e) {
-      reply_error(res, ApiError(500, message_of(e, "internal error")));
     });
     http_.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
       const EngineStatus s = engine_.status();
@@ -223,14 +205,6 @@ class Server {
     } catch (const json::exception& e) {  // a value of an unexpected type somewhere we did not check
       reply_error(res, ApiError(400, std::string("the request does not have the expected form: ") + e.what()));
     }
-  }
-
-  static void reply(httplib::Response& res, const json& body) {
-    res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
-  }
-  static void reply_error(httplib::Response& res, const ApiError& e) {
-    res.status = e.status;
-    reply(res, e.body());
   }
 
   // Parsing is iterative, but copying and printing a value recurse: deeper bodies are refused.

@@ -7,7 +7,7 @@
 #   router_two_hosts.sh TPKIT_SERVE TPKIT_ROUTER MODEL.bin
 set -uo pipefail
 serve=$1 router=$2 model=$3
-ns_a=tpkit-ra-$$ ns_b=tpkit-rb-$$ veth_a=tra$$ veth_b=trb$$
+ns_a=tpkit-ra-$$ ns_b=tpkit-rb-$$
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -16,20 +16,8 @@ cleanup() {
   ip netns del "$ns_a" 2>/dev/null; ip netns del "$ns_b" 2>/dev/null; rm -rf "$tmp"
 }
 trap cleanup EXIT
-if ! command -v ip >/dev/null || [ "$(id -u)" != 0 ] || ! ip netns add "$ns_a" 2>/dev/null; then
-  echo "skipped: cannot create network namespaces here (needs root and ip)"
-  exit 77
-fi
-set -e
-ip netns add "$ns_b"
-ip link add "$veth_a" type veth peer name "$veth_b"
-ip link set "$veth_a" netns "$ns_a"
-ip link set "$veth_b" netns "$ns_b"
-ip -n "$ns_a" addr add 10.78.0.1/24 dev "$veth_a"
-ip -n "$ns_b" addr add 10.78.0.2/24 dev "$veth_b"
-for ns in "$ns_a" "$ns_b"; do ip -n "$ns" link set lo up; done
-ip -n "$ns_a" link set "$veth_a" up
-ip -n "$ns_b" link set "$veth_b" up
+. "$(dirname "$0")/hosts.sh"
+two_hosts "$ns_a" "$ns_b" 10.78.0
 
 listening() {  # LOG PID: the URL a server printed
   for _ in $(seq 600); do
