@@ -164,7 +164,16 @@ std::int64_t served(const json& stats, const ListeningProcess& replica) {
 
 TEST_CASE("round_robin spreads requests exactly and answers as a replica does", "[router]") {
   Replica a, b, c;
-  RouterProcess router({&a, &b, &c}, {"--policy", "round_robin"});
+  RouterProcess router({&a, &b, &c}, {"--policy", "round_robin", "--load-waiting-weight", "1", "--load-kv-weight", "1",
+                                      "--health-check-interval", "0.2"});
+  // With weights given, each check also reads the worker's queue and KV use from its /metrics.
+  CHECK(router.wait_for(
+      [](const json& s) {
+        for (const json& w : s["workers"])
+          if (w["reported_waiting"] != 0.0 || w["reported_kv_usage"].get<double>() < 0) return false;
+        return true;
+      },
+      5s));
   for (int k = 0; k < 30; ++k) {
     const json body = {{"prompt", kPrompts[std::size_t(k) % kPrompts.size()]}, {"max_tokens", 30}, {"temperature", 0}};
     const Reply via = request(router.port, "/v1/completions", body);
@@ -521,9 +530,15 @@ TEST_CASE("a worker that sends malformed events or aborts a request is failed ov
   REQUIRE(first_chunk.find("token_ids") != std::string::npos);
   // A worker that answers /health, then sends `events` for every completion.
   std::string events;
+  int status = 200;
   httplib::Server bad;
   bad.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("", "text/plain"); });
   bad.Post("/v1/completions", [&](const httplib::Request&, httplib::Response& res) {
+    if (status != 200) {
+      res.status = status;
+      res.set_content(R"({"error": {"message": "busy", "type": "server_error"}})", "application/json");
+      return;
+    }
     res.set_chunked_content_provider("text/event-stream", [&](std::size_t, httplib::DataSink& sink) {
       sink.write(events.data(), events.size());
       sink.done();
@@ -555,6 +570,13 @@ TEST_CASE("a worker that sends malformed events or aborts a request is failed ov
     INFO(malformed);
     CHECK(through_router(malformed + "\n\n")["retries"] == 1);
   }
+  // Statuses that are the worker's, not the request's: retried elsewhere.
+  for (int code : {429, 503, 500, 408}) {
+    INFO(code);
+    status = code;
+    CHECK(through_router("")["retries"] == 1);
+  }
+  status = 200;
   // After one good token the worker aborts the request: it continues on the good replica exactly.
   const json aborted = through_router(
       first_chunk + "data: " +
