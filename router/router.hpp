@@ -131,7 +131,6 @@ struct Worker {
   const WorkerAddress address;
   HealthState health;
   CircuitBreaker breaker;
-  bool removed = false;
   bool checking = false;  // a health check is on its way
   Clock::time_point next_check{};
   std::atomic<Clock::rep> last_data{0};  // when it last sent the router bytes (time_since_epoch)
@@ -225,7 +224,6 @@ class Router {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto it = workers_.begin(); it != workers_.end(); ++it)
       if ((*it)->address.url == key) {
-        (*it)->removed = true;
         policy_->forget(key);
         workers_.erase(it);
         return true;
@@ -326,7 +324,6 @@ class Router {
     std::string raw_type;
     int retries = 0, migrations = 0;
     std::set<std::string> failed_on;
-    std::shared_ptr<Worker> last_worker;
     // The hand-over to the client's HTTP thread.
     std::mutex mutex;
     std::condition_variable changed;
@@ -554,7 +551,6 @@ class Router {
     std::lock_guard<std::mutex> lock(mutex_);
     ++w->served;
     w->e2e.observe(e2e);
-    ex.last_worker = w;
   }
 
   static std::string seconds_text(double s) {
