@@ -2,7 +2,9 @@
 // engines in generate_cuda.cu), and where it looks for a tokenizer.
 #pragma once
 
+#include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <stdexcept>
 #include <string>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include <tpkit/engine/engine.hpp>
+#include <tpkit/engine/placement.hpp>
 #include <tpkit/io/json.hpp>
 #include <tpkit/io/mapped_file.hpp>
 #include <tpkit/jinja/chat_template.hpp>
@@ -28,6 +31,7 @@ struct Request {
   std::string chat_template_kwargs;  // a JSON object, e.g. {"enable_thinking": false}
   std::string template_dir;
   bool print_prompt_ids = false;
+  std::string expert_stats;  // mixture-of-experts models: write the routed tokens per expert here
 };
 
 // The prompt ids of a --chat request and the end-of-turn ids the chat stops at.
@@ -91,5 +95,16 @@ void run(EngineT& engine, Request request, bool leader, const tpkit::EngineOptio
       static_cast<long long>(stats.prefix_cache_hits), static_cast<long long>(stats.generated_tokens), stats.seconds,
       stats.seconds > 0 ? double(stats.generated_tokens) / stats.seconds : 0.0, static_cast<long long>(stats.steps),
       static_cast<long long>(stats.graph_steps), results.at(0).finish_reason.c_str());
+  if (!stats.expert_load.empty()) {
+    double worst = 0;
+    for (const tpkit::ExpertLoad& l : stats.expert_load) worst = std::max(worst, l.imbalance());
+    std::fprintf(stderr, "moe layout %s: %zu sparse layers, busiest expert / mean up to %.2f\n",
+                 tpkit::moe_layout_name(options.moe_layout), stats.expert_load.size(), worst);
+  }
+  if (!request.expert_stats.empty()) {
+    std::ofstream out(request.expert_stats);
+    out << tpkit::expert_load_json(stats.expert_load);
+    if (!out) throw std::runtime_error("cannot write " + request.expert_stats);
+  }
 }
 }  // namespace generate

@@ -102,6 +102,15 @@ int main(int argc, char** argv) {
   app.add_option("--pp", options.pp_size, "pipeline stages")->capture_default_str()->check(CLI::Range(1, 1024));
   app.add_option("--layers-per-stage", options.layers_per_stage, "layers of each stage, e.g. 2,3 (default: balanced)")
       ->delimiter(',');
+  std::string moe_layout = "tp", placement_file;
+  app.add_option("--moe-layout", moe_layout,
+                 "mixture-of-experts layers over the TP group: tp (experts split), ep (whole experts per rank), "
+                 "ep-dispatch (tokens sent to the experts' ranks)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"tp", "ep", "ep-dispatch"}));
+  app.add_option("--expert-placement", placement_file,
+                 "with --moe-layout ep/ep-dispatch: which rank holds which experts (a tpkit-placement file)");
+  app.add_option("--expert-stats", request.expert_stats, "write the tokens routed to each expert (JSON) here");
   app.add_option("--micro-batches", options.micro_batches, "micro-batches in flight in the pipeline (0: pp)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
@@ -156,6 +165,12 @@ int main(int argc, char** argv) {
   }
 
   if (seed_option->count()) params.seed = seed;
+  options.moe_layout = tpkit::parse_moe_layout(moe_layout);
+  try {
+    if (!placement_file.empty()) options.expert_placements = tpkit::read_expert_placements(placement_file);
+  } catch (const std::exception& e) {
+    usage_error("--expert-placement: " + tpkit::user_message(e));
+  }
   if (dtype == "bf16") options.dtype = tpkit::DType::bf16;
   if (dtype == "f16") options.dtype = tpkit::DType::f16;
   if (options.tokenizer.empty()) options.tokenizer = tpkit::find_tokenizer_beside(model);

@@ -25,8 +25,9 @@ case $pack in /*) ;; *) pack=$PWD/$pack ;; esac
 limit_bytes=$((64 * 1024 * 1024))
 
 programs_tests="test_cuda_dtype test_fused_kernels test_sampling_cuda test_paged_attention_cuda test_paged_prefill_cuda
-test_cuda_layers test_device_mock test_cuda_engine test_nccl test_nccl_engine"
-kernel_tests="test_cuda_dtype test_fused_kernels test_sampling_cuda test_paged_attention_cuda test_paged_prefill_cuda"
+test_cuda_layers test_device_mock test_cuda_moe test_cuda_engine test_cuda_moe_engine test_nccl test_nccl_engine"
+kernel_tests="test_cuda_dtype test_fused_kernels test_sampling_cuda test_paged_attention_cuda test_paged_prefill_cuda
+test_cuda_moe"
 story="Once upon a time, there was a little girl named Lily"
 
 prepare() {
@@ -180,6 +181,7 @@ run() {
   export PATH=$PATH:/usr/local/cuda/bin  # compute-sanitizer, nvcc (a rebuild)
   export LD_LIBRARY_PATH="$(library_path)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export TPKIT_TEST_MODELS=$pack/models
+  export TPKIT_TEST_DATA=$PWD/tests/data/hf  # the transformers fixtures (test_cuda_moe_engine)
   {
     echo "# tpkit GPU check"
     echo

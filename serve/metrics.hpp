@@ -68,6 +68,21 @@ class Metrics {
     histogram("inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", itl_);
     histogram("e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", e2e_);
     histogram("request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", queue_);
+    if (!s.expert_load.empty()) {
+      out +=
+          "# HELP tpkit:moe_expert_tokens_total Tokens routed to each expert of each mixture-of-experts layer.\n"
+          "# TYPE tpkit:moe_expert_tokens_total counter\n";
+      for (const ExpertLoad& l : s.expert_load)
+        for (std::size_t e = 0; e < l.tokens.size(); ++e)
+          out += std::string("tpkit:moe_expert_tokens_total{") + labels_ + ",layer=\"" + std::to_string(l.layer) +
+                 "\",expert=\"" + std::to_string(e) + "\"} " + std::to_string(l.tokens[e]) + "\n";
+      out +=
+          "# HELP tpkit:moe_expert_imbalance The busiest expert's tokens over the mean, per layer (1: balanced).\n"
+          "# TYPE tpkit:moe_expert_imbalance gauge\n";
+      for (const ExpertLoad& l : s.expert_load)
+        out += std::string("tpkit:moe_expert_imbalance{") + labels_ + ",layer=\"" + std::to_string(l.layer) + "\"} " +
+               Histogram::format(l.imbalance()) + "\n";
+    }
     return out;
   }
 

@@ -121,6 +121,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", options.enable_prefix_caching,
                "reuse the KV blocks of earlier prompts that began with the same tokens (default: on)");
+  std::string moe_layout = "tp", placement_file;
+  app.add_option("--moe-layout", moe_layout,
+                 "mixture-of-experts layers over the TP group: tp (experts split), ep (whole experts per rank), "
+                 "ep-dispatch (tokens sent to the experts' ranks)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"tp", "ep", "ep-dispatch"}));
+  app.add_option("--expert-placement", placement_file,
+                 "with --moe-layout ep/ep-dispatch: which rank holds which experts (a tpkit-placement file)");
   app.add_option("--threads-per-rank", options.threads_per_rank, "CPU threads inside each rank (0: cores / ranks)")
       ->capture_default_str();
   app.add_option("--max-queue", server_options.max_queue, "requests waiting beyond which new ones get 429")
@@ -146,6 +154,13 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  options.moe_layout = tpkit::parse_moe_layout(moe_layout);
+  try {
+    if (!placement_file.empty()) options.expert_placements = tpkit::read_expert_placements(placement_file);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tpkit-serve: --expert-placement: %s\n", tpkit::user_message(e).c_str());
+    return 2;
   }
   if (app.count("--http-threads") == 0) server_options.http_threads = int(2 * options.max_num_seqs + 16);
   if (dtype == "bf16") options.dtype = tpkit::DType::bf16;

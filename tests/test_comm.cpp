@@ -163,3 +163,64 @@ TEST_CASE("split arranges a world as TP x PP groups", "[comm]") {
   });
   REQUIRE_RANK_CHECKS(checks);
 }
+
+namespace {
+// What rank `src` sends rank `dst` as its element i: distinct for every (src, dst, i) with
+// src, dst < 4 and i < 16, and an integer below 256, so exact in bf16 and f16 too.
+template <class T>
+T a2a_value(int src, int dst, std::size_t i) {
+  return T(float(src * 64 + dst * 16 + int(i)));
+}
+// How many elements rank src sends rank dst: unequal, some zero, below 16. With `silent`, the
+// last rank sends nothing at all and rank 0 receives nothing at all.
+std::size_t a2a_count(int src, int dst, int n, bool silent) {
+  if (silent && (src == n - 1 || dst == 0)) return 0;
+  return std::size_t(3 * src + dst + 2) % 5 * 2;  // 0 to 8; at 2 ranks, rank 1's displacements differ
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("all_to_all and all_to_all_v deliver every segment to its rank, in rank order", "[comm]", float,
+                   bfloat16, half) {
+  const int n = GENERATE(1, 2, 3, 4);
+  const bool silent = GENERATE(false, true);
+  const TestType guard(-1.0f);  // after the last element received: must stay untouched
+  std::vector<std::vector<TestType>> equal(static_cast<std::size_t>(n)), uneven(static_cast<std::size_t>(n));
+  run_mock_ranks(n, [&](Communicator<MockBackend>& comm) {
+    const int me = comm.rank();
+    const std::size_t count = 5;
+    std::vector<TestType> send, recv(std::size_t(n) * count + 1, guard);
+    for (int dst = 0; dst < n; ++dst)
+      for (std::size_t i = 0; i < count; ++i) send.push_back(a2a_value<TestType>(me, dst, i));
+    comm.all_to_all(send.data(), recv.data(), count);
+    equal[std::size_t(me)] = recv;
+
+    std::vector<std::size_t> send_counts, recv_counts;
+    std::vector<TestType> packed;
+    for (int q = 0; q < n; ++q) {
+      send_counts.push_back(a2a_count(me, q, n, silent));
+      recv_counts.push_back(a2a_count(q, me, n, silent));
+      for (std::size_t i = 0; i < send_counts.back(); ++i) packed.push_back(a2a_value<TestType>(me, q, i));
+    }
+    std::size_t received = 0;
+    for (std::size_t c : recv_counts) received += c;
+    std::vector<TestType> got(received + 1, guard);
+    // A rank that moves nothing in one direction passes null there.
+    comm.all_to_all_v(packed.empty() ? nullptr : packed.data(), send_counts, received ? got.data() : nullptr,
+                      recv_counts);
+    uneven[std::size_t(me)] = got;
+  });
+  for (int dst = 0; dst < n; ++dst) {
+    INFO("rank " << dst << " of " << n << (silent ? ", the last rank silent" : ""));
+    std::vector<float> want_equal, want_uneven, seen_equal, seen_uneven;
+    for (int src = 0; src < n; ++src) {
+      for (std::size_t i = 0; i < 5; ++i) want_equal.push_back(float(a2a_value<TestType>(src, dst, i)));
+      for (std::size_t i = 0; i < a2a_count(src, dst, n, silent); ++i)
+        want_uneven.push_back(float(a2a_value<TestType>(src, dst, i)));
+    }
+    want_equal.push_back(-1.0f), want_uneven.push_back(-1.0f);  // the guards
+    for (TestType v : equal[std::size_t(dst)]) seen_equal.push_back(float(v));
+    for (TestType v : uneven[std::size_t(dst)]) seen_uneven.push_back(float(v));
+    REQUIRE(seen_equal == want_equal);
+    REQUIRE(seen_uneven == want_uneven);
+  }
+}

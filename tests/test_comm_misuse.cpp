@@ -262,7 +262,9 @@ TEST_CASE("call signatures: encoded, decoded, and compared with their per-rank c
   const std::vector<CallSignature> calls = {CallSignature::all_reduce(7, DType::bf16, ReduceOp::max),
                                             CallSignature::all_gather(a_counts, 3, DType::f32),
                                             CallSignature::reduce_scatter(b_counts, 3, DType::f16, ReduceOp::sum),
-                                            CallSignature::broadcast(5, DType::i64, 2), CallSignature::barrier()};
+                                            CallSignature::broadcast(5, DType::i64, 2),
+                                            CallSignature::barrier(),
+                                            CallSignature::all_to_all(a_counts, b_counts, 3, DType::bf16)};
   for (const CallSignature& c : calls) {
     std::vector<std::int64_t> words(CallSignature::words(3));
     c.encode(words.data(), 3);
@@ -275,6 +277,21 @@ TEST_CASE("call signatures: encoded, decoded, and compared with their per-rank c
                       b = CallSignature::all_gather(b_counts, 3, DType::f32);
   REQUIRE(!a.same_call(b));
   REQUIRE(a.brief() == "all_gather(counts [3, 1, 2], f32)");
+  // all_to_all's counts differ between ranks by design: equal dtypes are the same call, and the
+  // counts are compared as a transpose (what 0 sends 1 is what 1 expects from 0).
+  const std::size_t rank0_sends[2] = {2, 4}, rank1_expects[2] = {4, 2}, rank1_expects_wrong[2] = {5, 2};
+  const std::vector<CallSignature> agree = {CallSignature::all_to_all(rank0_sends, b_counts, 2, DType::f32),
+                                            CallSignature::all_to_all(b_counts, rank1_expects, 2, DType::f32)};
+  REQUIRE(agree[0].same_call(agree[1]));
+  const auto label = [](int r) { return "rank " + std::to_string(r); };
+  REQUIRE(CallSignature::all_to_all_disagreements(
+              2, [&](int r) -> const CallSignature& { return agree[std::size_t(r)]; }, label) == "");
+  const std::vector<CallSignature> disagree = {agree[0],
+                                               CallSignature::all_to_all(b_counts, rank1_expects_wrong, 2, DType::f32)};
+  REQUIRE(CallSignature::all_to_all_disagreements(
+              2, [&](int r) -> const CallSignature& { return disagree[std::size_t(r)]; }, label) ==
+          "rank 0 sends 4 x f32 to rank 1, which expects 5 from it");
+  REQUIRE(agree[0].brief() == "all_to_all(send counts [2, 4], recv counts [2, 2], f32)");
   std::vector<std::int64_t> garbage(CallSignature::words(3), 99);
   REQUIRE(!CallSignature::decode(garbage.data(), 3).same_call(a));  // words from a foreign build match nothing
 
@@ -286,4 +303,115 @@ TEST_CASE("call signatures: encoded, decoded, and compared with their per-rank c
         comm.all_gather(in.data(), out.data(), counts);
       },
       with_timeout(10s), {"counts=[3,1]", "counts=[2,2]"});
+}
+
+// all_to_all: the counts differ between ranks by design; what must agree is rank a's send count
+// to b with b's receive count from a. A disagreement is reported on every rank, naming both.
+TEST_CASE("all_to_all counts that disagree between sender and receiver are named on every rank", "[comm][misuse]") {
+  std::vector<std::string> seen(3);
+  const auto start = Clock::now();
+  try {
+    run_mock_ranks(
+        3,
+        [&](Communicator<MockBackend>& comm) {
+          // Each rank sends 2 to every rank and expects 2 from each, except that rank 1
+          // expects 3 from rank 0.
+          std::vector<std::size_t> send_counts(3, 2), recv_counts(3, 2);
+          if (comm.rank() == 1) recv_counts[0] = 3;
+          std::vector<float> send(6, 1.0f), recv(7);
+          try {
+            comm.all_to_all_v(send.data(), send_counts, recv.data(), recv_counts);
+          } catch (const CollectiveMismatch& e) {
+            seen[std::size_t(comm.rank())] = e.what();
+          }
+        },
+        with_timeout(10s));
+  } catch (...) {
+  }
+  REQUIRE(Clock::now() - start < 5s);  // detected when the last rank arrives, not by the timeout
+  for (const auto& s : seen) {
+    INFO(s);
+    CHECK(s.find("all_to_all counts disagree") != std::string::npos);
+    CHECK(s.find("rank 0 sends 2 x f32 to rank 1, which expects 3 from it") != std::string::npos);
+    CHECK(s.find("operation #0") != std::string::npos);
+    CHECK(s.find("rank 2 sends") == std::string::npos);  // only the pair that disagrees
+  }
+}
+
+TEST_CASE("all_to_all with a rank that never arrives is named within the timeout", "[comm][misuse]") {
+  const auto took = expect_failure<CollectiveTimeout>(
+      3,
+      [](Communicator<MockBackend>& comm) {
+        std::vector<float> send(3), recv(3);
+        if (comm.rank() != 2) comm.all_to_all(send.data(), recv.data(), 1);
+      },
+      with_timeout(300ms),
+      {"all_to_all(send_counts=[1,1,1], recv_counts=[1,1,1], dtype=f32) #0", "rank 2 did not arrive within 300 ms"});
+  REQUIRE(took >= 300ms);
+  REQUIRE(took < 3s);
+}
+
+TEST_CASE("all_to_all against another collective is a mismatch", "[comm][misuse]") {
+  expect_failure<CollectiveMismatch>(2,
+                                     [](Communicator<MockBackend>& comm) {
+                                       std::vector<float> send(2), recv(2);
+                                       if (comm.rank() == 0)
+                                         comm.all_to_all(send.data(), recv.data(), 1);
+                                       else
+                                         comm.all_gather(send.data(), 1, recv.data());
+                                     },
+                                     with_timeout(10s),
+                                     {"rank 0 called all_to_all(send_counts=[1,1], recv_counts=[1,1], dtype=f32)",
+                                      "rank 1 called all_gather(counts=[1,1], dtype=f32)"});
+  expect_failure<CollectiveMismatch>(2,
+                                     [](Communicator<MockBackend>& comm) {
+                                       if (comm.rank() == 0) {
+                                         std::vector<float> x(4);
+                                         comm.all_to_all(x.data(), x.data() + 2, 1);
+                                       } else {
+                                         std::vector<bfloat16> x(4);
+                                         comm.all_to_all(x.data(), x.data() + 2, 1);
+                                       }
+                                     },
+                                     with_timeout(10s), {"dtype=f32", "dtype=bf16"});
+}
+
+TEST_CASE("all_to_all takes injected faults like every collective", "[comm][misuse][faults]") {
+  MockOptions o = with_timeout(20s);
+  o.faults.push_back(Fault::fail_at(1, 1));
+  const auto took = expect_failure<InjectedFault>(3,
+                                                  [](Communicator<MockBackend>& comm) {
+                                                    std::vector<int> send(6), recv(6);
+                                                    for (int i = 0; i < 3; ++i)
+                                                      comm.all_to_all(send.data(), recv.data(), 2);
+                                                  },
+                                                  o, {"world rank 1", "operation #1 (all_to_all)"});
+  REQUIRE(took < 5s);
+  MockOptions stall = with_timeout(200ms);
+  stall.faults.push_back(Fault::stall_at(0, 0, 800ms));
+  expect_failure<CollectiveTimeout>(2,
+                                    [](Communicator<MockBackend>& comm) {
+                                      std::vector<int> send(2), recv(2);
+                                      comm.all_to_all(send.data(), recv.data(), 1);
+                                    },
+                                    stall, {"all_to_all", "rank 0 did not arrive within 200 ms"});
+}
+
+TEST_CASE("all_to_all_v arguments wrong on one rank throw InvalidArgument naming them", "[comm][errors]") {
+  run_mock_ranks(1, [](Communicator<MockBackend>& comm) {
+    std::vector<float> send(4), recv(4);
+    const std::vector<std::size_t> one = {2}, two = {1, 1};
+    REQUIRE_THROWS_WITH(comm.all_to_all_v(send.data(), two, recv.data(), one),
+                        Catch::Contains("all_to_all_v: send_counts has 2 entries but the group has 1 ranks"));
+    REQUIRE_THROWS_WITH(comm.all_to_all_v(send.data(), one, recv.data(), two),
+                        Catch::Contains("all_to_all_v: recv_counts has 2 entries but the group has 1 ranks"));
+    REQUIRE_THROWS_WITH(comm.all_to_all_v(send.data(), one, recv.data(), std::vector<std::size_t>{3}),
+                        Catch::Contains("rank 0 sends 2 elements to itself but expects 3 from itself"));
+    REQUIRE_THROWS_WITH(comm.all_to_all_v(send.data(), one, send.data() + 1, one),
+                        Catch::Contains("send and recv overlap"));
+    REQUIRE_THROWS_AS(comm.all_to_all(send.data(), send.data(), 1), InvalidArgument);
+    // Adjacent, not overlapping; and null buffers with nothing to move.
+    comm.all_to_all(send.data(), send.data() + 2, 2);
+    comm.all_to_all_v<float>(nullptr, {0}, nullptr, {0});
+  });
 }

@@ -3,7 +3,9 @@
 // with biases and per-layer windows, Qwen3 with q/k norm), as float32 and bfloat16 safetensors,
 // together with transformers' float32 logits at every position and its greedy continuation.
 // Here the engine loads them through its Hugging Face loader and must reproduce them at
-// TP 1, 2, 3 and 4 (uneven head splits and KV-head replication included).
+// TP 1, 2, 3 and 4 (uneven head splits and KV-head replication included). The mixture-of-experts
+// fixtures (Qwen3-MoE with and without norm_topk_prob, one with decoder_sparse_step 2 and an
+// mlp_only_layers entry, Qwen2-MoE with a shared expert, Mixtral) run in every MoE layout too.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -88,12 +90,13 @@ const Fixture& fixture(const std::string& name) {
 // and returns the largest |logit - reference| / bound(reference row, logit) over every row the
 // reference has (every position for the f32 reference; the prompt for the bf16-weight one).
 template <class T, class Bound>
-double worst_logit_error(const Fixture& f, const std::string& weights, int tp, Bound bound) {
+double worst_logit_error(const Fixture& f, const std::string& weights, int tp, Bound bound,
+                         MoELayout layout = MoELayout::tensor_parallel) {
   const Checkpoint ckpt = Checkpoint::open(f.dir(weights));
   const std::int64_t V = ckpt.config().vocab_size;
   std::vector<double> worst(static_cast<std::size_t>(tp), 0.0);
   run_mock_ranks(tp, [&](Communicator<MockBackend>& comm) {
-    TransformerModel<T> model(ckpt, {comm.rank(), tp}, 4);
+    TransformerModel<T> model(HostOps(), ckpt, {comm.rank(), tp}, 4, 16, {}, {layout, {}});
     const std::vector<std::int32_t> blocks = {0, 1, 2, 3};
     std::vector<float> logits(static_cast<std::size_t>(V));
     double& w = worst[std::size_t(comm.rank())];
@@ -115,10 +118,13 @@ double worst_logit_error(const Fixture& f, const std::string& weights, int tp, B
   return *std::max_element(worst.begin(), worst.end());
 }
 
-std::vector<std::vector<std::int32_t>> generate(const Fixture& f, const std::string& weights, int tp, DType dtype) {
+std::vector<std::vector<std::int32_t>> generate(const Fixture& f, const std::string& weights, int tp, DType dtype,
+                                                MoELayout layout = MoELayout::tensor_parallel, int pp = 1) {
   EngineOptions options;
   options.tp_size = tp;
+  options.pp_size = pp;
   options.dtype = dtype;
+  options.moe_layout = layout;
   Engine engine(f.dir(weights), options);
   SamplingParams greedy;
   greedy.temperature = 0;
@@ -133,6 +139,7 @@ std::vector<std::vector<std::int32_t>> generate(const Fixture& f, const std::str
 }
 
 const char* const kArchitectures[] = {"llama2", "llama3", "mistral", "qwen2", "qwen3"};
+const char* const kMoEArchitectures[] = {"qwen3_moe", "qwen3_moe_sparse_step", "qwen2_moe", "mixtral"};
 }  // namespace
 
 // Float32 bound, as argued in test_engine_stories: about 10 float32 operations per layer, each
@@ -161,6 +168,102 @@ TEST_CASE("transformers fixtures: identical greedy continuations, TP 1-4", "[hf]
     INFO(name << " " << weights << " weights, computed in f32, at tp " << tp << ", prompt " << k);
     REQUIRE(got[std::size_t(k)] == f.tokens(weights, k));
   }
+}
+
+// The same bound for the MoE fixtures: their longest sums are no longer (Qwen3-MoE's o_proj input
+// of 96, expert widths of 16-32, 4 layers of which one is sparse or 2 sparse ones), and the ranks'
+// partial sums add at most 4 terms. The script made routing decisive too: at every layer and
+// position the last chosen expert's probability leads the next by at least 1e-3, about a
+// thousand times the probability error these logits allow, so every layout routes every token
+// as transformers does. All three layouts, and TP (or EP) 1-4: 6 experts on 4 ranks are 2, 2,
+// 1, 1; the 8 of qwen3_moe_sparse_step split evenly.
+TEST_CASE("transformers MoE fixtures: float32 logits at every position, each layout, 1-4 ranks", "[hf][moe][logits]") {
+  const std::string name = GENERATE(from_range(std::begin(kMoEArchitectures), std::end(kMoEArchitectures)));
+  const std::string weights = GENERATE("f32", "bf16");
+  const int tp = GENERATE(1, 2, 3, 4);
+  const MoELayout layout = GENERATE(MoELayout::tensor_parallel, MoELayout::expert_parallel, MoELayout::expert_dispatch);
+  const double worst = worst_logit_error<float>(
+      fixture(name), weights, tp, [](double want, double) { return 5e-4 * std::max(1.0, std::fabs(want)); }, layout);
+  INFO(name << " " << weights << " weights, " << moe_layout_name(layout) << " at " << tp
+            << " ranks: worst error / bound = " << worst);
+  REQUIRE(worst <= 1.0);
+}
+
+// Whole models: ep and ep-dispatch give the same bits on the same group in float32 (qwen3_moe
+// and mixtral have no shared expert; see layers/moe.hpp), through every layer, prompt and step.
+TEST_CASE("transformers MoE fixtures: the ep and ep-dispatch layouts give bitwise-equal logits", "[hf][moe][bitwise]") {
+  const std::string name = GENERATE("qwen3_moe", "mixtral", "qwen3_moe_sparse_step");
+  const int tp = GENERATE(2, 3, 4);
+  const Fixture& f = fixture(name);
+  const Checkpoint ckpt = Checkpoint::open(f.dir("f32"));
+  const std::int64_t V = ckpt.config().vocab_size;
+  std::vector<std::vector<float>> logits(2);
+  for (int which = 0; which < 2; ++which)
+    run_mock_ranks(tp, [&](Communicator<MockBackend>& comm) {
+      const MoELayout layout = which == 0 ? MoELayout::expert_parallel : MoELayout::expert_dispatch;
+      TransformerModel<float> model(HostOps(), ckpt, {comm.rank(), tp}, 4, 16, {}, {layout, {}});
+      const std::vector<std::int32_t> blocks = {0, 1, 2, 3};
+      std::vector<std::int32_t> tokens = f.prompt(1);
+      for (std::int32_t t : f.tokens("f32", 1)) tokens.push_back(t);
+      const std::int64_t n = std::int64_t(tokens.size());
+      std::vector<float> out(static_cast<std::size_t>(n * V));
+      // The prompt as one prefill step, then one token per step.
+      const std::int64_t prompt = std::int64_t(f.prompt(1).size());
+      std::vector<StepSequence> step = {StepSequence{tokens.data(), prompt, 0, &blocks, true}};
+      model.forward(comm, step, TensorView<float>(out.data(), {1, V}));
+      for (std::int64_t pos = prompt; pos < n; ++pos)
+        model.forward(comm, {StepSequence{tokens.data() + pos, 1, pos, &blocks, true}},
+                      TensorView<float>(out.data() + (pos - prompt + 1) * V, {1, V}));
+      if (comm.rank() == 0) logits[std::size_t(which)] = out;
+    });
+  INFO(name << " at " << tp << " ranks");
+  REQUIRE(logits[0] == logits[1]);
+}
+
+TEST_CASE("transformers MoE fixtures: identical greedy continuations at every TP x PP x layout", "[hf][moe][greedy]") {
+  const std::string name = GENERATE(from_range(std::begin(kMoEArchitectures), std::end(kMoEArchitectures)));
+  const MoELayout layout = GENERATE(MoELayout::tensor_parallel, MoELayout::expert_parallel, MoELayout::expert_dispatch);
+  struct Grid {
+    int tp, pp;
+  };
+  const Grid grid = GENERATE(Grid{1, 1}, Grid{2, 1}, Grid{3, 1}, Grid{4, 1}, Grid{2, 2}, Grid{1, 2});
+  const Fixture& f = fixture(name);
+  const auto got = generate(f, "f32", grid.tp, DType::f32, layout, grid.pp);
+  for (int k = 0; k < kPrompts; ++k) {
+    INFO(name << " " << moe_layout_name(layout) << " at tp " << grid.tp << " x pp " << grid.pp << ", prompt " << k);
+    REQUIRE(got[std::size_t(k)] == f.tokens("f32", k));
+  }
+}
+
+// The engine's expert statistics: every computed token counts top_k times in each sparse layer,
+// whichever pipeline stage holds the layer (here layer 1 is on the second stage), and a placement
+// with a redundant copy changes no token.
+TEST_CASE("transformers MoE fixtures: expert statistics and placements in the engine", "[hf][moe][stats]") {
+  const Fixture& f = fixture("qwen3_moe");
+  EngineOptions options;
+  options.tp_size = 2, options.pp_size = 2;
+  options.moe_layout = GENERATE(MoELayout::expert_parallel, MoELayout::expert_dispatch);
+  ExpertPlacement hot = balanced_expert_placement(6, 2);
+  hot.holders[4] = {0, 1};
+  options.expert_placements[1] = hot;
+  Engine engine(f.dir("f32"), options);
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  greedy.max_tokens = int(f.tokens("f32", 0).size());
+  greedy.ignore_eos = true;
+  const auto results = engine.generate({f.prompt(0), f.prompt(1)}, std::vector<SamplingParams>(2, greedy));
+  for (int k = 0; k < kPrompts; ++k) REQUIRE(results[std::size_t(k)].token_ids == f.tokens("f32", k));
+  const GenerationStats& stats = engine.last_stats();
+  REQUIRE(stats.expert_load.size() == 2);
+  for (const ExpertLoad& l : stats.expert_load) {
+    std::int64_t total = 0;
+    for (std::int64_t t : l.tokens) total += t;
+    INFO("layer " << l.layer);
+    REQUIRE(total == 2 * stats.computed_tokens);  // top 2
+    REQUIRE(l.imbalance() >= 1.0);
+  }
+  REQUIRE(stats.expert_load[1].layer == 1);
+  REQUIRE(engine.status().expert_load.size() == 2);
 }
 
 // bfloat16 storage of activations (the engine's dtype bf16): every stored intermediate is
@@ -259,6 +362,29 @@ TEST_CASE("transformers fixture configs are read as transformers reads them", "[
     REQUIRE(c.o_bias);
     REQUIRE(c.rope_scaling.llama3);
   }
+  SECTION("MoE: sparse layers, experts, top-k and normalisation as transformers builds them") {
+    const ModelConfig q = config_from_hf(Json::parse(read_file(kData + "/qwen3_moe_sparse_step/f32/config.json")));
+    REQUIRE(q.architecture == Architecture::qwen3_moe);
+    REQUIRE(q.moe.sparse_layers == std::vector<bool>{false, true, false, false});  // step 2, layer 3 mlp-only
+    REQUIRE(q.moe.num_experts == 8);
+    REQUIRE(q.moe.experts_per_token == 3);
+    REQUIRE(q.moe.expert_intermediate_size == 16);
+    REQUIRE_FALSE(q.moe.normalize_topk);
+    REQUIRE(q.qk_norm);
+    const ModelConfig q2 = config_from_hf(Json::parse(read_file(kData + "/qwen2_moe/f32/config.json")));
+    REQUIRE(q2.moe.shared_expert_intermediate_size == 48);
+    REQUIRE(q2.qkv_bias);
+    REQUIRE_FALSE(q2.o_bias);
+    REQUIRE(q2.moe.sparse_layers == std::vector<bool>{true, true});
+    const ModelConfig m = config_from_hf(Json::parse(read_file(kData + "/mixtral/f32/config.json")));
+    REQUIRE(m.architecture == Architecture::mixtral);
+    REQUIRE(m.moe.normalize_topk);  // Mixtral always renormalises
+    REQUIRE(m.moe.expert_intermediate_size == m.intermediate_size);
+    REQUIRE(m.window(1) == 8);
+    REQUIRE_FALSE(m.has_dense_layers());
+    const ModelConfig norm = config_from_hf(fixture_config_with("qwen3_moe", "norm_topk_prob", "true"));
+    REQUIRE(norm.moe.normalize_topk);
+  }
   SECTION("without use_sliding_window (or layer_types) there is no window, whatever sliding_window says") {
     const ModelConfig c = config_from_hf(fixture_config_with("qwen2", "use_sliding_window", "false"));
     REQUIRE(c.window(0) == 0);
@@ -284,6 +410,16 @@ TEST_CASE("config keys the engine does not implement are refused", "[hf][config]
       {"qwen2", "layer_types", R"(["full_attention"])", "one type per layer"},
       {"qwen2", "sliding_window", "null", "\"sliding_window\" is not a positive number"},
       {"mistral", "model_type", R"("gemma2")", "unknown architecture \"gemma2\""},
+      {"qwen3_moe", "scoring_func", R"("sigmoid")", "scoring_func \"sigmoid\""},
+      {"qwen3_moe", "topk_method", R"("group_limited_greedy")", "topk_method \"group_limited_greedy\""},
+      {"qwen3_moe", "n_group", "4", "n_group"},
+      {"qwen3_moe", "routed_scaling_factor", "2.5", "routed_scaling_factor"},
+      {"qwen3_moe", "first_k_dense_replace", "1", "first_k_dense_replace"},
+      {"qwen3_moe", "decoder_sparse_step", "0", "decoder_sparse_step"},
+      {"qwen3_moe", "mlp_only_layers", R"("all")", "mlp_only_layers"},
+      {"qwen3_moe", "norm_topk_prob", "1", "norm_topk_prob"},
+      {"mixtral", "num_experts_per_tok", "7", "num_experts_per_tok must be in [1, 6]"},
+      {"qwen2_moe", "use_sliding_window", "true", "use_sliding_window is not supported for qwen2_moe"},
   };
   for (const Case& c : cases) {
     INFO(c.fixture << ": " << c.key << " = " << c.value);

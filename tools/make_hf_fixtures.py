@@ -4,12 +4,14 @@
 For each architecture tpkit claims, a tiny model is initialised from a fixed seed, saved with
 save_pretrained (float32 and bfloat16 safetensors), and run through transformers to record the
 oracle: prompt ids, float32 logits at every position, and a greedy continuation from generate().
+Mixture-of-experts fixtures (Mixtral, Qwen2-MoE, Qwen3-MoE) must also route decisively: at every
+layer and position, the last chosen expert's probability leads the first unchosen one's.
 It also runs ../shared/models/stories260K_hf through LlamaForCausalLM for the five golden prompts.
 
 CI never runs this: the outputs are committed. Running it again rewrites them byte for byte.
 
     python3 -m venv ../venv-hf && ../venv-hf/bin/pip install -r tools/requirements.txt
-    ../venv-hf/bin/python tools/make_hf_fixtures.py [--models ../shared/models]
+    ../venv-hf/bin/python tools/make_hf_fixtures.py [--models ../shared/models] [--only NAME ...]
 """
 import argparse
 import hashlib
@@ -22,8 +24,9 @@ import struct
 import torch
 import transformers
 from safetensors.torch import save_file
-from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, MixtralConfig,
+                          MixtralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "data", "hf")
@@ -59,12 +62,38 @@ FIXTURES = [
     ("qwen3", Qwen3Config, Qwen3ForCausalLM,
      dict(hidden_size=64, intermediate_size=96, num_attention_heads=6, num_key_value_heads=2, head_dim=32,
           max_position_embeddings=128, rope_theta=1000000.0, tie_word_embeddings=False)),
+    # Qwen3-MoE: 6 experts (uneven over 4 ranks), top 2, norm_topk_prob, every layer sparse.
+    ("qwen3_moe", Qwen3MoeConfig, Qwen3MoeForCausalLM,
+     dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_experts=6, num_experts_per_tok=2,
+          norm_topk_prob=True, num_attention_heads=6, num_key_value_heads=2, head_dim=16,
+          max_position_embeddings=128, rope_theta=1000000.0, tie_word_embeddings=False)),
+    # Qwen3-MoE without norm_topk_prob, top 3 of 8, decoder_sparse_step 2 over 4 layers and
+    # layer 3 in mlp_only_layers: layers 0, 2, 3 dense, layer 1 sparse.
+    ("qwen3_moe_sparse_step", Qwen3MoeConfig, Qwen3MoeForCausalLM,
+     dict(num_hidden_layers=4, hidden_size=64, intermediate_size=32, moe_intermediate_size=16, num_experts=8,
+          num_experts_per_tok=3, norm_topk_prob=False, decoder_sparse_step=2, mlp_only_layers=[3],
+          num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+          rope_theta=1000000.0, tie_word_embeddings=False)),
+    # Qwen2-MoE: a shared expert with its sigmoid gate, q/k/v biases, top 3 of 6 unnormalised.
+    ("qwen2_moe", Qwen2MoeConfig, Qwen2MoeForCausalLM,
+     dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+          num_experts=6, num_experts_per_tok=3, norm_topk_prob=False, num_attention_heads=4, num_key_value_heads=2,
+          max_position_embeddings=128, rope_theta=1000000.0, tie_word_embeddings=True)),
+    # Mixtral: 6 experts, top 2 (always renormalised), Mistral's sliding window.
+    ("mixtral", MixtralConfig, MixtralForCausalLM,
+     dict(hidden_size=64, intermediate_size=32, num_local_experts=6, num_experts_per_tok=2, num_attention_heads=4,
+          num_key_value_heads=2, max_position_embeddings=128, rope_theta=1000000.0, tie_word_embeddings=False,
+          sliding_window=8)),
 ]
 PROMPT_LENGTHS = (7, 13)
 # The greedy oracle must be decisive: every continuation token leads the runner-up logit by at
 # least this much (in float32, and for the bf16 weights computed in float32), which is over 100
 # times the logit error the C++ tests allow. Seeds are tried in order until one qualifies.
 MIN_MARGIN = 0.02
+# Routing must be as decisive: a near-tie between the last chosen and the first unchosen expert
+# could go either way under a rounding difference and change a token's output wholesale. 1e-3 in
+# probability is over 1000 times float32's error in these softmaxes.
+MIN_ROUTING_MARGIN = 1e-3
 GOLDEN_PROMPTS = ["Once upon a time", "Lily and Tom", "The little dog", "One day, a girl named Sue",
                   "Sam wanted a big red ball because"]
 GOLDEN_TOKENS = 64
@@ -91,6 +120,22 @@ def randomize(model, seed):
 def full_logits(model, ids):
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].float()
+
+
+def routing_margin(model, ids):
+    """The smallest gap, over every sparse layer and position, between the probabilities of the
+    top_k-th and the next expert (inf for a dense model)."""
+    config = model.config
+    top_k = getattr(config, "num_experts_per_tok", None)
+    if top_k is None:
+        return float("inf")
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), output_router_logits=True)
+    margin = float("inf")
+    for logits in out.router_logits:
+        probs = torch.softmax(logits.float(), dim=-1).sort(dim=-1, descending=True).values
+        margin = min(margin, float((probs[:, top_k - 1] - probs[:, top_k]).min()))
+    return margin
 
 
 def greedy(model, ids, n):
@@ -140,17 +185,22 @@ def build(config, model_cls, seed):
         tensors[f"bf16.tokens.{k}"] = torch.tensor(tokens_bf16, dtype=torch.int32)
         tensors[f"bf16.logits.{k}"] = logits_bf16[:length].contiguous()
         f32_margin, bf16_margin = top2_margin(logits[length - 1:]), top2_margin(logits_bf16[length - 1:])
-        margin = min(margin, f32_margin, bf16_margin)
-        prompts.append({"length": length, "f32_min_top2_margin": round(f32_margin, 4),
-                        "bf16_weights_min_top2_margin": round(bf16_margin, 4),
-                        "bf16_weights_tokens_equal_f32": tokens_bf16 == tokens})
+        routing = min(routing_margin(model, ids + tokens[:-1]), routing_margin(model_bf16_f32, ids + tokens_bf16[:-1]))
+        # A routing near-tie disqualifies the seed like a greedy near-tie does.
+        margin = min(margin, f32_margin, bf16_margin, MIN_MARGIN if routing >= MIN_ROUTING_MARGIN else 0.0)
+        entry = {"length": length, "f32_min_top2_margin": round(f32_margin, 4),
+                 "bf16_weights_min_top2_margin": round(bf16_margin, 4),
+                 "bf16_weights_tokens_equal_f32": tokens_bf16 == tokens}
+        if routing != float("inf"):
+            entry["min_routing_margin"] = round(routing, 5)
+        prompts.append(entry)
     return model, model_bf16, tensors, {"seed": seed, "prompts": prompts}, margin
 
 
 def make_fixture(name, config_cls, model_cls, kwargs, base_seed):
     directory = os.path.join(OUT, name)
     shutil.rmtree(directory, ignore_errors=True)
-    config = config_cls(**COMMON, **kwargs)
+    config = config_cls(**{**COMMON, **kwargs})
     for seed in range(base_seed, base_seed + 100):
         model, model_bf16, tensors, summary, margin = build(config, model_cls, seed)
         if margin >= MIN_MARGIN:
@@ -216,14 +266,21 @@ def make_stories_golden(models):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=os.path.join(ROOT, "..", "shared", "models"))
+    parser.add_argument("--only", nargs="*", help="rewrite only these fixtures (the manifest keeps the others)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # reductions in one fixed order: byte-for-byte reproducible logits
     torch.use_deterministic_algorithms(True)
     os.makedirs(OUT, exist_ok=True)
     manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "fixtures": {}}
+    manifest_path = os.path.join(OUT, "manifest.json")
+    if args.only and os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            manifest["fixtures"] = json.load(f)["fixtures"]
     for index, (name, config_cls, model_cls, kwargs) in enumerate(FIXTURES):
-        manifest["fixtures"][name] = make_fixture(name, config_cls, model_cls, kwargs, 100 * (index + 1))
-    make_stories_golden(args.models)
+        if not args.only or name in args.only:
+            manifest["fixtures"][name] = make_fixture(name, config_cls, model_cls, kwargs, 100 * (index + 1))
+    if not args.only:
+        make_stories_golden(args.models)
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

@@ -4,9 +4,11 @@
 // rounded once; other types in their own type), over f32, f64, f16, bf16 and i32, group sizes
 // 2, 3, 4 and 8, uneven counts (one rank contributing nothing), in place and not, with outputs
 // poisoned first. A chain of back-to-back in-place collectives with growing sizes checks that a
-// rank never refills a staging buffer its peers are still reading. Misuse: ranks that pass
-// different counts, or host memory where the others pass device memory, get CollectiveMismatch;
-// a rank that never arrives is named by CollectiveTimeout. Skipped (exit 77) without a GPU.
+// rank never refills a staging buffer its peers are still reading. all_to_all_v with unequal
+// and zero counts, a rank that sends nothing and one that moves nothing (null buffers). Misuse:
+// ranks that pass different counts (all_to_all counts that disagree between sender and
+// receiver), or host memory where the others pass device memory, get CollectiveMismatch; a rank
+// that never arrives is named by CollectiveTimeout. Skipped (exit 77) without a GPU.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -137,6 +139,57 @@ void collectives(int ranks, const char* type) {
   }
 }
 
+// all_to_all_v: rank s sends rank d count(s, d) elements of random data; rank 0 sends nothing
+// and, from 3 ranks, the last rank moves nothing at all (both buffers null). Outputs are poisoned first and the
+// element after the last is checked untouched.
+template <class T>
+void all_to_all(int ranks, const char* type) {
+  const auto count = [&](int s, int d) -> std::size_t {
+    const bool silent = ranks > 2 && (s == ranks - 1 || d == ranks - 1);
+    return s == 0 || silent ? 0 : std::size_t((7 * s + 3 * d) % 5 * 31);
+  };
+  ref::Rng rng(9000 + std::uint64_t(ranks));
+  std::vector<std::vector<std::vector<T>>> sent(static_cast<std::size_t>(ranks));  // [src][dst]
+  for (int s = 0; s < ranks; ++s)
+    for (int d = 0; d < ranks; ++d) sent[std::size_t(s)].push_back(random_values<T>(rng, count(s, d)));
+  std::vector<std::vector<T>> got(static_cast<std::size_t>(ranks));
+  auto contexts = tpkit::gpu::make_contexts(ranks);
+  tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
+    const int me = comm.rank();
+    std::vector<std::size_t> send_counts, recv_counts;
+    std::vector<T> packed;
+    std::size_t received = 0;
+    for (int q = 0; q < ranks; ++q) {
+      send_counts.push_back(count(me, q));
+      recv_counts.push_back(count(q, me));
+      received += recv_counts.back();
+      packed.insert(packed.end(), sent[std::size_t(me)][std::size_t(q)].begin(),
+                    sent[std::size_t(me)][std::size_t(q)].end());
+    }
+    T* in = packed.empty() ? nullptr : to_device(packed);
+    T* out = received ? poisoned<T>(received + 1) : nullptr;
+    comm.all_to_all_v(in, send_counts, out, recv_counts);
+    if (out) got[std::size_t(me)] = to_host(out, received + 1);
+    cudaFree(in), cudaFree(out);
+  });
+  for (int d = 0; d < ranks; ++d) {
+    std::vector<T> want;
+    for (int s = 0; s < ranks; ++s)
+      want.insert(want.end(), sent[std::size_t(s)][std::size_t(d)].begin(), sent[std::size_t(s)][std::size_t(d)].end());
+    std::vector<T>& seen = got[std::size_t(d)];
+    const std::string who = std::string(type) + ", " + std::to_string(ranks) + " ranks, rank " + std::to_string(d);
+    if (want.empty()) {
+      expect(seen.empty(), "all_to_all_v, nothing to receive, " + who);
+      continue;
+    }
+    const std::vector<unsigned char> all_ones(sizeof(T), 0xff);
+    expect(seen.size() == want.size() + 1 && std::memcmp(&seen.back(), all_ones.data(), sizeof(T)) == 0,
+           "all_to_all_v wrote past its output, " + who);
+    seen.resize(want.size());
+    expect(bitwise_equal(seen, want), "all_to_all_v, " + who);
+  }
+}
+
 // 200 in-place all_reduce(max) steps, each followed on every rank by x += (rank + 1), with the
 // size growing every 20 steps (so staging buffers are replaced mid-run). Every value stays an
 // integer below 2^24, so float is exact and the expected values follow from the algebra.
@@ -210,6 +263,16 @@ void misuse() {
       cudaFree(device);
     });
   });
+  expect_error<CollectiveMismatch>(
+      "all_to_all counts that disagree", "rank 0 sends 2 x f32 to rank 1, which expects 3", [&] {
+        tpkit::gpu::run_device_mock_ranks(contexts, [&](Communicator<DeviceMockBackend>& comm) {
+          std::vector<std::size_t> send_counts(2, 2), recv_counts(2, 2);
+          if (comm.rank() == 1) recv_counts[0] = 3;
+          float* x = poisoned<float>(16);
+          comm.all_to_all_v(x, send_counts, x + 8, recv_counts);
+          cudaFree(x);
+        });
+      });
   MockOptions quick;
   quick.timeout = std::chrono::milliseconds(300);
   expect_error<CollectiveTimeout>("a rank that never arrives", "rank 1 did not arrive", [&] {
@@ -243,6 +306,10 @@ int main() {
       collectives<tpkit::half>(ranks, "f16");
       collectives<bfloat16>(ranks, "bf16");
       collectives<std::int32_t>(ranks, "i32");
+    }
+    for (int ranks : {2, 3, 4, 8}) {
+      all_to_all<float>(ranks, "f32");
+      all_to_all<bfloat16>(ranks, "bf16");
     }
     for (int ranks : {2, 4, 8}) back_to_back(ranks);
     misuse();

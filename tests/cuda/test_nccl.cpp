@@ -1,7 +1,8 @@
 // NcclBackend on the GPUs present: a world of 1 (which makes no NCCL call), and a world of 2
 // when two GPUs are present (one thread per GPU). Skipped (exit 77) without a GPU, and the
 // two-GPU part reports "skipped: needs 2 GPUs" on a one-GPU machine. The reference is computed
-// on the host from the same inputs.
+// on the host from the same inputs. all_to_all_v runs on device buffers (unequal counts, a zero
+// count, a rank that sends nothing with a null buffer) and on host buffers (staged).
 #include <cstdio>
 #include <thread>
 #include <vector>
@@ -46,8 +47,37 @@ void exercise(Communicator<NcclBackend>& comm) {
   for (int r = 0, at = 0; r < n; ++r)
     for (std::size_t i = 0; i < counts[std::size_t(r)]; ++i) ok &= gathered[std::size_t(at++)] == float(r + 1);
   expect(ok, "all_gather with unequal counts");
+
+  // all_to_all_v: rank s sends rank d count(s, d) elements, element i being s * 1000 + d * 100 +
+  // i; the last rank of a world of 2 or more sends nothing (a null send buffer).
+  const auto a2a_count = [&](int s, int d) -> std::size_t {
+    return n > 1 && s == n - 1 ? 0 : std::size_t(2 + s + 3 * d);
+  };
+  const auto a2a_value = [](int s, int d, std::size_t i) { return float(s * 1000 + d * 100) + float(i); };
+  std::vector<std::size_t> send_counts, recv_counts;
+  std::vector<float> packed;
+  std::size_t received = 0;
+  for (int q = 0; q < n; ++q) {
+    send_counts.push_back(a2a_count(me, q));
+    recv_counts.push_back(a2a_count(q, me));
+    received += recv_counts.back();
+    for (std::size_t i = 0; i < send_counts.back(); ++i) packed.push_back(a2a_value(me, q, i));
+  }
+  std::vector<float> want;
+  for (int q = 0; q < n; ++q)
+    for (std::size_t i = 0; i < a2a_count(q, me); ++i) want.push_back(a2a_value(q, me, i));
+  float* ds = packed.empty() ? nullptr : to_device(packed);
+  float* dr = nullptr;
+  cudaMalloc(&dr, received * sizeof(float) + 1);
+  comm.all_to_all_v(ds, send_counts, dr, recv_counts);
+  comm.backend().synchronize();
+  expect(to_host(dr, received) == want, "all_to_all_v on device buffers");
+  std::vector<float> host_out(received, -1.0f);
+  comm.all_to_all_v(packed.empty() ? nullptr : packed.data(), send_counts, host_out.data(), recv_counts);
+  expect(host_out == want, "all_to_all_v on host buffers (staged)");
+
   comm.barrier();
-  cudaFree(d), cudaFree(dp), cudaFree(dg);
+  cudaFree(d), cudaFree(dp), cudaFree(dg), cudaFree(ds), cudaFree(dr);
 }
 }  // namespace
 

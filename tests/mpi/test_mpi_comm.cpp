@@ -199,3 +199,74 @@ TEST_CASE("MPI split against a barrier is a mismatch, not a hang", "[mpi]") {
     REQUIRE_THROWS_AS(comm.barrier(), CollectiveMismatch);
   comm.barrier();  // nothing was started: the communicator still works
 }
+
+namespace {
+// What rank src sends rank dst as its element i (exact in bf16: integers below 256 for up to 4
+// ranks and counts below 16; distinct per (src, dst, i) there).
+float a2a_value(int src, int dst, std::size_t i) { return float(src * 64 + dst * 16 + int(i)); }
+// Unequal, some zero; with `silent` the last rank sends nothing and rank 0 receives nothing.
+std::size_t a2a_count(int src, int dst, int n, bool silent) {
+  if (silent && (src == n - 1 || dst == 0)) return 0;
+  return std::size_t(3 * src + dst + 2) % 5 * 2;  // 0 to 8; at 2 ranks, rank 1's displacements differ
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("MPI all_to_all and all_to_all_v equal the reference, with unequal and zero counts", "[mpi]", float,
+                   bfloat16) {
+  auto comm = world();
+  const int n = comm.size(), me = comm.rank();
+  const std::size_t count = 5;
+  std::vector<TestType> send, recv(std::size_t(n) * count + 1, TestType(-1.0f));
+  for (int dst = 0; dst < n; ++dst)
+    for (std::size_t i = 0; i < count; ++i) send.push_back(TestType(a2a_value(me, dst, i)));
+  comm.all_to_all(send.data(), recv.data(), count);
+  for (int src = 0, at = 0; src < n; ++src)
+    for (std::size_t i = 0; i < count; ++i, ++at) REQUIRE(float(recv[std::size_t(at)]) == a2a_value(src, me, i));
+  REQUIRE(float(recv.back()) == -1.0f);
+
+  for (bool silent : {false, true}) {
+    INFO((silent ? "the last rank sends nothing, rank 0 receives nothing" : "unequal counts"));
+    std::vector<std::size_t> send_counts, recv_counts;
+    std::vector<TestType> packed;
+    std::size_t received = 0;
+    for (int q = 0; q < n; ++q) {
+      send_counts.push_back(a2a_count(me, q, n, silent));
+      recv_counts.push_back(a2a_count(q, me, n, silent));
+      received += recv_counts.back();
+      for (std::size_t i = 0; i < send_counts.back(); ++i) packed.push_back(TestType(a2a_value(me, q, i)));
+    }
+    std::vector<TestType> got(received + 1, TestType(-1.0f));
+    comm.all_to_all_v(packed.empty() ? nullptr : packed.data(), send_counts, received ? got.data() : nullptr,
+                      recv_counts);
+    std::size_t at = 0;
+    for (int src = 0; src < n; ++src)
+      for (std::size_t i = 0; i < a2a_count(src, me, n, silent); ++i, ++at)
+        REQUIRE(float(got[at]) == a2a_value(src, me, i));
+    REQUIRE(at == received);
+    REQUIRE(float(got.back()) == -1.0f);
+  }
+}
+
+// Counts that disagree between sender and receiver are found from the exchanged signatures
+// before any data moves, on every rank, naming both; so is all_to_all against another collective.
+TEST_CASE("MPI all_to_all counts that disagree are reported on every rank before data moves", "[mpi]") {
+  auto comm = world();
+  const int n = comm.size();
+  if (n < 2) return;
+  std::vector<std::size_t> send_counts(static_cast<std::size_t>(n), 2), recv_counts = send_counts;
+  if (comm.rank() == 1) recv_counts[0] = 3;  // rank 0 sends 2
+  std::vector<float> send(2 * std::size_t(n), 1.0f), recv(2 * std::size_t(n) + 1, -1.0f);
+  REQUIRE_THROWS_WITH(comm.all_to_all_v(send.data(), send_counts, recv.data(), recv_counts),
+                      Catch::Contains("all_to_all #") && Catch::Contains("counts disagree") &&
+                          Catch::Contains("rank 0 (world rank 0) sends 2 x f32 to rank 1 (world rank 1), which "
+                                          "expects 3 from it"));
+  REQUIRE(recv[0] == -1.0f);  // nothing moved
+  if (comm.rank() == 0)
+    REQUIRE_THROWS_WITH(comm.all_to_all(send.data(), recv.data(), 2),
+                        Catch::Contains("called all_to_all(send counts [2") && Catch::Contains("called all_gather"));
+  else
+    REQUIRE_THROWS_AS(comm.all_gather(send.data(), 2, recv.data()), CollectiveMismatch);
+  // The communicator still works.
+  comm.all_to_all(send.data(), recv.data(), 2);
+  REQUIRE(recv[0] == 1.0f);
+}

@@ -323,6 +323,25 @@ TEST_CASE("models, health, tokenize, detokenize and metrics", "[serve]") {
   CHECK(server.terminate() == 0);
 }
 
+// A mixture-of-experts model: each sparse layer's tokens per expert and its imbalance. A prompt of
+// 4 ids and 5 tokens generated compute 8 tokens (the last one sampled is never run), each routed
+// to 2 of 6 experts in both sparse layers.
+TEST_CASE("a MoE model's expert load in /metrics", "[serve][moe]") {
+  ServerProcess server({"--tp", "2", "--moe-layout", "ep-dispatch"}, {},
+                       std::string(TPKIT_TEST_DATA) + "/qwen3_moe/f32");
+  post(server, "/v1/completions", {{"prompt", {5, 17, 99, 3}}, {"max_tokens", 5}, {"ignore_eos", true}});
+  for (int layer : {0, 1}) {
+    double routed = 0;
+    for (int e = 0; e < 6; ++e)
+      routed += metric(server, "tpkit:moe_expert_tokens_total{model_name=\"stories\",layer=\"" + std::to_string(layer) +
+                                   "\",expert=\"" + std::to_string(e) + "\"}");
+    CHECK(routed == 16);
+    CHECK(metric(server,
+                 "tpkit:moe_expert_imbalance{model_name=\"stories\",layer=\"" + std::to_string(layer) + "\"}") >= 1.0);
+  }
+  CHECK(server.terminate() == 0);
+}
+
 TEST_CASE("SIGTERM lets the streams in flight finish, refuses new requests, and exits 0", "[serve]") {
   ServerProcess server;
   RawStream s(server.port, "/v1/completions",

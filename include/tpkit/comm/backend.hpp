@@ -11,6 +11,14 @@
 //   reduce_scatter(send, recv, counts, dtype, op)
 //                                             send holds sum(counts) elements; rank r receives
 //                                             the reduction of segment r (counts[r] elements)
+//   all_to_all(send, send_counts, recv, recv_counts, dtype)
+//                                             send_counts[r] elements go to rank r, packed in rank
+//                                             order in send; recv_counts[r] elements arrive from
+//                                             rank r, packed in rank order in recv (both count
+//                                             arrays have size() entries). Zero counts are allowed,
+//                                             and send/recv may be null when theirs are all zero;
+//                                             send and recv never overlap. Rank a's send_counts[b]
+//                                             must equal rank b's recv_counts[a]
 //   broadcast(data, count, dtype, root)       root's data is copied to every rank
 //   send(data, count, dtype, peer, tag), recv(data, count, dtype, peer, tag)
 //   barrier()
@@ -52,6 +60,7 @@ concept communicator_backend = std::move_constructible<B> &&
   b.all_reduce(src, dst, n, t, op);
   b.all_gather(src, dst, counts, t);
   b.reduce_scatter(src, dst, counts, t, op);
+  b.all_to_all(src, counts, dst, counts, t);
   b.broadcast(dst, n, t, peer);
   b.send(src, n, t, peer, tag);
   b.recv(dst, n, t, peer, tag);

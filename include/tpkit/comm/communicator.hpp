@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "tpkit/comm/backend.hpp"
@@ -61,6 +62,36 @@ class Communicator {
     backend_.reduce_scatter(send, recv, counts.data(), dtype_of_v<T>, op);
   }
 
+  // send holds size() * count elements: segment r (count elements) goes to rank r. recv receives
+  // size() * count elements: segment r came from rank r. send and recv must not overlap.
+  template <class T>
+  void all_to_all(const T* send, T* recv, std::size_t count) {
+    TPKIT_REQUIRE(count <= SIZE_MAX / sizeof(T) / std::size_t(size()), "all_to_all: ", count, " elements per rank x ",
+                  size(), " ranks overflow");
+    equal_counts(count);
+    check_disjoint(send, recv, count * std::size_t(size()), count * std::size_t(size()), "all_to_all");
+    backend_.all_to_all(send, counts_.data(), recv, counts_.data(), dtype_of_v<T>);
+  }
+  // send_counts[r] elements go to rank r, packed in rank order in send; recv_counts[r] elements
+  // arrive from rank r, packed in rank order in recv. Rank a's send_counts[b] must equal rank b's
+  // recv_counts[a]; a disagreement is a CommError naming both ranks (never a hang or truncation;
+  // under NCCL, which cannot compare calls, a timeout in synchronize()). Zero counts are allowed,
+  // and send (recv) may be null when all send (recv) counts are zero. send and recv must not
+  // overlap. What this rank sends itself (send_counts[rank()] == recv_counts[rank()]) is checked
+  // here, before anything moves.
+  template <class T>
+  void all_to_all_v(const T* send, const std::vector<std::size_t>& send_counts, T* recv,
+                    const std::vector<std::size_t>& recv_counts) {
+    check_counts(send_counts, "all_to_all_v", "send_counts");
+    check_counts(recv_counts, "all_to_all_v", "recv_counts");
+    const std::size_t self = std::size_t(rank());
+    TPKIT_REQUIRE(send_counts[self] == recv_counts[self], "all_to_all_v: rank ", rank(), " sends ", send_counts[self],
+                  " elements to itself but expects ", recv_counts[self], " from itself");
+    check_disjoint(send, recv, total<T>(send_counts, "send_counts"), total<T>(recv_counts, "recv_counts"),
+                   "all_to_all_v");
+    backend_.all_to_all(send, send_counts.data(), recv, recv_counts.data(), dtype_of_v<T>);
+  }
+
   template <class T>
   void broadcast(T* data, std::size_t count, int root) {
     check_rank(root, "broadcast root");
@@ -96,9 +127,27 @@ class Communicator {
     check_rank(peer, what);
     TPKIT_REQUIRE(peer != rank(), what, " ", peer, " is this rank itself");
   }
-  void check_counts(const std::vector<std::size_t>& counts, const char* op) const {
-    TPKIT_REQUIRE(counts.size() == std::size_t(size()), op, ": counts has ", counts.size(),
+  void check_counts(const std::vector<std::size_t>& counts, const char* op, const char* name = "counts") const {
+    TPKIT_REQUIRE(counts.size() == std::size_t(size()), op, ": ", name, " has ", counts.size(),
                   " entries but the group has ", size(), " ranks");
+  }
+  // The sum of counts, in elements of T, checked against overflow of its size in bytes.
+  template <class T>
+  static std::size_t total(const std::vector<std::size_t>& counts, const char* name) {
+    std::size_t n = 0;
+    for (std::size_t c : counts) {
+      TPKIT_REQUIRE(c <= SIZE_MAX / sizeof(T) - n, "all_to_all_v: the sum of ", name, " overflows");
+      n += c;
+    }
+    return n;
+  }
+  // send (n elements) and recv (m elements) must not overlap; empty ranges never do.
+  template <class T>
+  static void check_disjoint(const T* send, const T* recv, std::size_t n, std::size_t m, const char* op) {
+    if (n == 0 || m == 0) return;
+    const auto s = reinterpret_cast<std::uintptr_t>(send), r = reinterpret_cast<std::uintptr_t>(recv);
+    TPKIT_REQUIRE(s + n * sizeof(T) <= r || r + m * sizeof(T) <= s, op,
+                  ": send and recv overlap (an all-to-all cannot work in place)");
   }
   void equal_counts(std::size_t count) { counts_.assign(std::size_t(size()), count); }
 

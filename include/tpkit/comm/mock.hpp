@@ -4,10 +4,11 @@
 //   * Reductions combine ranks in rank order 0, 1, ..., n-1 (16-bit types accumulate in float
 //     and round once), so results are bitwise identical on every rank and in every run.
 //   * Misuse never hangs. Ranks that enter the same collective slot with different operations,
-//     sizes, dtypes or roots raise CollectiveMismatch on every rank; a rank that does not arrive
-//     within MockOptions::timeout raises CollectiveTimeout on the waiting ranks, naming the
-//     missing rank(s); when any rank's function throws, the others' pending operations raise
-//     RankAborted at once. run_mock_ranks() rethrows the first failure.
+//     sizes, dtypes or roots, or all_to_all calls whose counts disagree (rank a's send count to
+//     b is not b's receive count from a), raise CollectiveMismatch on every rank; a rank that
+//     does not arrive within MockOptions::timeout raises CollectiveTimeout on the waiting ranks,
+//     naming the missing rank(s); when any rank's function throws, the others' pending
+//     operations raise RankAborted at once. run_mock_ranks() rethrows the first failure.
 //   * Fault injection: Fault::fail_at / Fault::stall_at make a rank throw or sleep at its n-th
 //     communicator operation (counted over all of its groups, from 0).
 #pragma once
@@ -266,6 +267,27 @@ class MockBackend {
                });
   }
 
+  // Each rank stages its whole send buffer; once the counts are known to agree, each reads its
+  // segment of every peer's: rank q's segment for this rank starts after what q sends to the
+  // ranks before this one (q's own send counts, from its signature).
+  void all_to_all(const void* send, const std::size_t* send_counts, void* recv, const std::size_t* recv_counts,
+                  DType t) {
+    const std::size_t element = dtype_size(t);
+    const std::size_t sent = std::accumulate(send_counts, send_counts + size(), std::size_t(0));
+    collective(CallSignature::all_to_all(send_counts, recv_counts, size(), t), send, sent * element,
+               [&](const std::vector<mock_detail::Entry>& all) {
+                 auto* out = static_cast<unsigned char*>(recv);
+                 for (int q = 0; q < size(); ++q) {
+                   const auto& peer_counts = all[std::size_t(q)].call.counts;
+                   const std::size_t offset =
+                       std::accumulate(peer_counts.begin(), peer_counts.begin() + rank_, std::size_t(0));
+                   const std::size_t bytes = recv_counts[q] * element;  // == peer_counts[rank_]: checked
+                   if (bytes) std::memcpy(out, all[std::size_t(q)].staged.data() + offset * element, bytes);
+                   out += bytes;
+                 }
+               });
+  }
+
   void broadcast(void* data, std::size_t count, DType t, int root) {
     const std::size_t bytes = count * dtype_size(t);
     collective(CallSignature::broadcast(count, t, root), data, rank_ == root ? bytes : 0,
@@ -449,6 +471,15 @@ class MockBackend {
           slot.mismatch += (q ? ", " : "") + group_->rank_label(int(q)) + " called " + entries[q].call.describe();
         return;
       }
+    }
+    if (entries[0].call.kind == CollectiveKind::all_to_all) {
+      const std::string disagree = CallSignature::all_to_all_disagreements(
+          group_->size(), [&](int r) -> const CallSignature& { return entries[std::size_t(r)].call; },
+          [&](int r) { return group_->rank_label(r); });
+      if (!disagree.empty())
+        slot.mismatch = "collective mismatch at operation #" + std::to_string(seq_) + ": " +
+                        "all_to_all counts disagree: " + disagree;
+      return;
     }
     if (entries[0].call.kind != CollectiveKind::split) return;
     std::map<int, std::vector<int>> members;  // color -> ranks of this group, sorted by (key, rank)

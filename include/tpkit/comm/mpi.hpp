@@ -9,7 +9,9 @@
 // (stalled, crashed, or never entered a tpkit operation). With verify_calls (the default) each
 // collective first exchanges its CallSignature (tpkit/comm/call_signature.hpp), so ranks that
 // call different collectives, counts (per rank, for all_gather and reduce_scatter), dtypes or
-// roots get CollectiveMismatch naming them instead of undefined behaviour.
+// roots get CollectiveMismatch naming them instead of undefined behaviour; for all_to_all, every
+// rank checks every pair's counts (rank a's send count to b against b's receive count from a)
+// before any data moves.
 #pragma once
 
 #include <mpi.h>
@@ -195,6 +197,19 @@ class MpiBackend {
     wait(request, [&] { return describe("reduce_scatter", total, t); });
   }
 
+  void all_to_all(const void* send, const std::size_t* send_counts, void* recv, const std::size_t* recv_counts,
+                  DType t) {
+    std::vector<int> send_int, send_displs, recv_int, recv_displs;
+    layout(send_counts, send_int, send_displs);
+    const std::size_t received = layout(recv_counts, recv_int, recv_displs);
+    begin(CallSignature::all_to_all(send_counts, recv_counts, size(), t));
+    MPI_Request request;
+    mpi_detail::check(MPI_Ialltoallv(send, send_int.data(), send_displs.data(), type_of(t), recv, recv_int.data(),
+                                     recv_displs.data(), type_of(t), comm_->comm, &request),
+                      "MPI_Ialltoallv");
+    wait(request, [&] { return describe("all_to_all", received, t); });
+  }
+
   void broadcast(void* data, std::size_t count, DType t, int root) {
     begin(CallSignature::broadcast(count, t, root));
     MPI_Request request;
@@ -332,12 +347,20 @@ class MpiBackend {
                       "MPI_Iallgather");
     wait(request, [&] { return std::string(what) + " #" + std::to_string(collectives_); });
     std::string differ;
+    std::vector<CallSignature> theirs;  // all_to_all only: its counts are compared across ranks below
     for (int r = 0; r < size(); ++r) {
-      const CallSignature theirs = CallSignature::decode(signature_.data() + words * std::size_t(r), size());
-      if (theirs.same_call(mine)) continue;
-      differ += (differ.empty() ? "" : "; ") + label(r) + " called " + theirs.brief();
+      CallSignature call = CallSignature::decode(signature_.data() + words * std::size_t(r), size());
+      if (!call.same_call(mine)) differ += (differ.empty() ? "" : "; ") + label(r) + " called " + call.brief();
+      if (mine.kind == CollectiveKind::all_to_all) theirs.push_back(std::move(call));
     }
     if (!differ.empty()) throw CollectiveMismatch(prefix() + "called " + mine.brief() + " but " + differ);
+    if (mine.kind != CollectiveKind::all_to_all) return;
+    // Every rank sees every rank's counts, so every rank reports every disagreeing pair.
+    differ = CallSignature::all_to_all_disagreements(
+        size(), [&](int r) -> const CallSignature& { return theirs[std::size_t(r)]; }, [&](int r) { return label(r); });
+    if (!differ.empty())
+      throw CollectiveMismatch(prefix() + "all_to_all #" + std::to_string(collectives_) +
+                               " counts disagree: " + differ);
   }
 
   // Polls `request` until it completes or the timeout passes; then diagnoses and throws.

@@ -14,6 +14,9 @@
 // fingerprints ranks compare): they are staged through device memory and the call waits for
 // the result (against the timeout) before it returns. Device buffers never wait.
 //
+// Calls are not compared across ranks (there is no host-side channel): ranks that disagree,
+// all_to_all counts included, end in a timeout in synchronize(), not a CollectiveMismatch.
+//
 // Status: compiled in CI; run only where a GPU is lent (see docs/distributed.md).
 #pragma once
 
@@ -246,6 +249,36 @@ class NcclBackend {
                       op_of(op), r, comm_->comm, stream_),
            "ncclReduce");
       offset += counts[r];
+    }
+    call(ncclGroupEnd(), "ncclGroupEnd");
+  }
+
+  // Grouped point-to-point: one send and one receive per peer with a non-zero count, and this
+  // rank's own segment copied on the stream. Buffers that are both null (a rank that moves
+  // nothing) count as device memory, so such a rank neither stages nor waits.
+  void all_to_all(const void* send, const std::size_t* send_counts, void* recv, const std::size_t* recv_counts,
+                  DType t) {
+    const std::size_t element = dtype_size(t);
+    if ((send || recv) && in_host_memory(send, recv, "all_to_all"))
+      return staged(send, total(send_counts) * element, recv, total(recv_counts) * element,
+                    [&](const void* s, void* r) { all_to_all(s, send_counts, r, recv_counts, t); });
+    last_ = "all_to_all";
+    if (size_ == 1) return copy(send, recv, send_counts[0] * element);
+    call(ncclGroupStart(), "ncclGroupStart");
+    std::size_t sent = 0, received = 0;
+    for (int r = 0; r < size_; ++r) {
+      const auto* src = static_cast<const unsigned char*>(send) + sent * element;
+      auto* dst = static_cast<unsigned char*>(recv) + received * element;
+      if (r == rank_) {
+        copy(src, dst, send_counts[r] * element);  // send_counts[rank] == recv_counts[rank]: the Communicator checks
+      } else {
+        if (send_counts[r])
+          call(ncclSend(src, send_counts[r], nccl_detail::type_of(t), r, comm_->comm, stream_), "ncclSend");
+        if (recv_counts[r])
+          call(ncclRecv(dst, recv_counts[r], nccl_detail::type_of(t), r, comm_->comm, stream_), "ncclRecv");
+      }
+      sent += send_counts[r];
+      received += recv_counts[r];
     }
     call(ncclGroupEnd(), "ncclGroupEnd");
   }

@@ -196,7 +196,15 @@ class EngineControl {
     s.accepting = accepting_, s.failure = failure_, s.requests_finished = finished_;
     s.waiting += std::int64_t(inbox_.size());
     s.unfinished = std::int64_t(live_.size());
+    for (const auto& [layer, tokens] : expert_load_) s.expert_load.push_back({layer, tokens});
     return s;
+  }
+
+  // A pipeline stage's expert statistics (its sparse layers), published by the stage's first
+  // TP rank after each step it ran: status() shows every stage's layers.
+  void publish_expert_load(const std::vector<ExpertLoad>& loads) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const ExpertLoad& l : loads) expert_load_[l.layer] = l.tokens;
   }
 
   // Stops accepting requests; with ShutdownMode::abort also ends every request in flight. The
@@ -384,6 +392,7 @@ class EngineControl {
   std::uint64_t wakes_ = 0;
   bool stopping_ = false;
   EngineStatus ranks_;  // as the loop published it at the end of its last round
+  std::map<std::int64_t, std::vector<std::int64_t>> expert_load_;  // by layer, as the stages published it
   bool accepting_ = true;
   std::string failure_;        // the last failure of the ranks
   std::int64_t finished_ = 0;  // requests finished

@@ -135,6 +135,13 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
     for (std::int64_t n : o.layers_per_stage) f.add(n);
     f.add(c.hidden_size), f.add(c.num_layers), f.add(c.num_heads), f.add(c.num_kv_heads), f.add(c.vocab_size);
     f.add(tokenizer_ != nullptr);
+    // The MoE layout and placements: ranks laid out differently would exchange mismatched tokens.
+    f.add(int(o.moe_layout));
+    for (const auto& [layer, placement] : o.expert_placements)
+      for (const std::vector<int>& holders : placement.holders) {
+        f.add(layer), f.add(holders.size());
+        for (int r : holders) f.add(r);
+      }
     require_agreement(world_, f, "the model or the engine options");
   }
 

@@ -6,6 +6,7 @@
 //                           RequestOutput, EngineStatus
 //   control.hpp             EngineControl: the running engine's inbox, outputs and status
 //   options.hpp             EngineOptions, resolve_options, threads per rank
+//   placement.hpp           expert placements and statistics as files, placement_for_load
 //   scheduler.hpp           continuous batching over the paged KV cache
 //   stop_checker.hpp        end-of-sequence, max_tokens, stop strings and the text stream
 //   step_runner.hpp         one rank's steps, and which replay from CUDA graphs
@@ -27,6 +28,7 @@
 #include "tpkit/engine/engine_rank.hpp"
 #include "tpkit/engine/gpu_options.hpp"
 #include "tpkit/engine/options.hpp"
+#include "tpkit/engine/placement.hpp"
 #include "tpkit/engine/rank_model.hpp"
 #include "tpkit/engine/request.hpp"
 #include "tpkit/engine/scheduler.hpp"

@@ -81,6 +81,12 @@ inline GenerationStats stats_between(const EngineStatus& before, const EngineSta
   st.preemptions = after.preemptions - before.preemptions;
   st.prefix_cache_queries = after.prefix_cache_queries - before.prefix_cache_queries;
   st.prefix_cache_hits = after.prefix_cache_hits - before.prefix_cache_hits;
+  for (ExpertLoad load : after.expert_load) {
+    for (const ExpertLoad& old : before.expert_load)
+      if (old.layer == load.layer && old.tokens.size() == load.tokens.size())
+        for (std::size_t e = 0; e < load.tokens.size(); ++e) load.tokens[e] -= old.tokens[e];
+    st.expert_load.push_back(std::move(load));
+  }
   for (const GenerationResult& r : results) {
     st.prompt_tokens += std::int64_t(r.prompt_ids.size());
     st.generated_tokens += std::int64_t(r.token_ids.size());

@@ -55,6 +55,7 @@ class EngineRank {
     layers_ = split_layers(checkpoint.config().num_layers, options.pp_size,
                            options.layers_per_stage)[std::size_t(layout.pp_rank(world_rank))];
     model_ = make_rank_model<Backend>(ops, checkpoint, shard, options, layers_, graph_max_rows);
+    moe_ = checkpoint.config().moe.enabled();
     // One block pool per micro-batch, each over its share of the KV blocks. They live as long as
     // the rank (so does the cache they index): a later generate() finds the prefixes of earlier ones.
     const std::int64_t blocks_each = options_.num_kv_blocks / options_.micro_batches;
@@ -219,6 +220,8 @@ class EngineRank {
           }
         }
         model_->forward(groups.tp(), step_sequences, stage.last() ? rows : 0, &stage);
+        // Before the step's tokens go out, so that a generate() that returns sees its counts.
+        if (moe_ && control && groups.tp().rank() == 0) control->publish_expert_load(model_->expert_load());
         scheduler.complete(f.step);
         ++counters_.steps;
         if (rows == 0) continue;
@@ -312,6 +315,7 @@ class EngineRank {
   EngineStatus counters_;  // steps, tokens and preemptions of the loops so far
   Range layers_;
   std::unique_ptr<RankModel<Backend>> model_;
+  bool moe_ = false;  // publish expert statistics
 };
 
 }  // namespace tpkit

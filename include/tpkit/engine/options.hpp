@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "tpkit/core/checked_math.hpp"
 #include "tpkit/core/dtype.hpp"
 #include "tpkit/core/error.hpp"
+#include "tpkit/layers/moe.hpp"
 #include "tpkit/model/config.hpp"
 #include "tpkit/parallel/pipeline.hpp"
 #include "tpkit/parallel/shard.hpp"
@@ -47,6 +49,13 @@ struct EngineOptions {
   // cores this process may use divided by the ranks on this host, at least 1. Results are
   // bitwise the same at any count.
   int threads_per_rank = 0;
+  // Mixture-of-experts models: how the sparse layers use the TP group (tp: every expert split
+  // over it; ep: whole experts per rank, vLLM's --enable-expert-parallel; ep-dispatch: tokens
+  // sent to the experts' ranks by all-to-all), and in the expert layouts which rank holds which
+  // experts, by layer (layers not listed: a balanced split; see engine/placement.hpp and
+  // tpkit-placement).
+  MoELayout moe_layout = MoELayout::tensor_parallel;
+  std::map<std::int64_t, ExpertPlacement> expert_placements;
   MockOptions comm;  // the threaded engines' in-process backend (timeouts, injected faults)
   // Ranks that are processes (DistributedEngine::serve): how often an idle controller sends the
   // others an empty step, so that they wait for work without tripping their backend's timeout
@@ -54,6 +63,7 @@ struct EngineOptions {
   std::chrono::milliseconds idle_heartbeat{1000};
 
   ParallelLayout layout() const { return {tp_size, pp_size}; }
+  MoEModelOptions moe() const { return {moe_layout, expert_placements}; }
 };
 
 // The CPU cores this process may run on (its affinity mask; the hardware's count elsewhere).
@@ -120,6 +130,20 @@ inline EngineOptions resolve_options(const ModelConfig& c, EngineOptions o) {
   TPKIT_REQUIRE(o.micro_batches >= 0, "micro_batches must be >= 0 (got ", o.micro_batches, ")");
   TPKIT_REQUIRE(o.threads_per_rank >= 0 && o.threads_per_rank <= 1024, "threads_per_rank must be in [0, 1024] (got ",
                 o.threads_per_rank, ")");
+  if (c.moe.enabled()) {
+    TPKIT_REQUIRE(o.moe_layout != MoELayout::tensor_parallel || o.tp_size <= c.moe.expert_intermediate_size,
+                  "tp_size (", o.tp_size, ") exceeds the experts' intermediate size (", c.moe.expert_intermediate_size,
+                  ") under the tp MoE layout; the ep layouts split whole experts instead");
+    TPKIT_REQUIRE(o.expert_placements.empty() || o.moe_layout != MoELayout::tensor_parallel,
+                  "an expert placement needs the ep or ep-dispatch MoE layout (the tp layout splits every expert)");
+    for (const auto& [layer, placement] : o.expert_placements) {
+      TPKIT_REQUIRE(layer >= 0 && layer < c.num_layers && c.sparse_layer(layer), "the expert placement lists layer ",
+                    layer, ", which is not a sparse layer of this model");
+      placement.validate(c.moe.num_experts, o.tp_size);
+    }
+  } else {
+    TPKIT_REQUIRE(o.expert_placements.empty(), "an expert placement was given but the model has no experts");
+  }
   if (o.micro_batches == 0) o.micro_batches = o.pp_size;
   if (o.num_kv_blocks == 0)  // enough for max_num_seqs full-length sequences, within kv_cache_bytes per rank
     o.num_kv_blocks = std::max<std::int64_t>(o.micro_batches,

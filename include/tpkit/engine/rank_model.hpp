@@ -14,6 +14,7 @@
 #include "tpkit/core/dtype.hpp"
 #include "tpkit/core/error.hpp"
 #include "tpkit/engine/options.hpp"
+#include "tpkit/engine/request.hpp"
 #include "tpkit/engine/step_runner.hpp"
 #include "tpkit/model/checkpoint.hpp"
 #include "tpkit/model/transformer.hpp"
@@ -33,6 +34,8 @@ class RankModel {
   // tokens[r] = the token sampled from row r of the last step's logits (last stage only).
   virtual void sample(const std::vector<SampleRequest>& requests, std::int32_t* tokens) = 0;
   virtual std::int64_t graph_steps() const = 0;  // StepRunner::graph_steps
+  // Tokens routed to each expert of this stage's sparse layers so far (empty: a dense model).
+  virtual std::vector<ExpertLoad> expert_load() const = 0;
 };
 
 // Whether Ops checks, at load, that it can run every shape of a model (CudaOps::check_model).
@@ -53,7 +56,7 @@ class TypedRankModel final : public RankModel<Backend> {
   // step run from a graph (0: none).
   TypedRankModel(const Ops& ops, const Checkpoint& c, ShardSpec s, const EngineOptions& options, Range layers,
                  std::int64_t graph_max_rows)
-      : model_(ops, c, s, options.num_kv_blocks, options.block_size, layers),
+      : model_(ops, c, s, options.num_kv_blocks, options.block_size, layers, options.moe()),
         runner_(model_, graph_max_rows),
         vocab_(c.config().vocab_size) {
     if constexpr (checks_model<Ops, TransformerModel<T, Ops>>::value)
@@ -75,6 +78,13 @@ class TypedRankModel final : public RankModel<Backend> {
     model_.ops().sample(sampling_, logits_.data(), rows_, vocab_, requests.data(), tokens);
   }
   std::int64_t graph_steps() const override { return runner_.graph_steps(); }
+  std::vector<ExpertLoad> expert_load() const override {
+    std::vector<ExpertLoad> out;
+    model_.for_each_moe_layer([&](std::int64_t layer, const auto& moe) {
+      out.push_back({layer, moe.tokens_per_expert()});
+    });
+    return out;
+  }
 
  private:
   TransformerModel<T, Ops> model_;

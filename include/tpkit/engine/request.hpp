@@ -4,6 +4,7 @@
 // decoded.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -39,12 +40,28 @@ struct GenerationResult {
   std::string finish_reason;                        // "stop", "length" or "error: ..."
 };
 
+// Tokens routed to each expert of one mixture-of-experts layer (a token counts once per expert
+// it chose; a fixed-shape step's padding rows do not count).
+struct ExpertLoad {
+  std::int64_t layer = 0;
+  std::vector<std::int64_t> tokens;  // per expert
+
+  // The busiest expert's tokens over the mean: 1 is a perfect balance (0 before any token).
+  double imbalance() const {
+    std::int64_t total = 0, most = 0;
+    for (std::int64_t t : tokens) total += t, most = std::max(most, t);
+    return total == 0 ? 0.0 : double(most) * double(tokens.size()) / double(total);
+  }
+};
+
 struct GenerationStats {
   std::int64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, preemptions = 0;
   std::int64_t graph_steps = 0;      // steps whose layers ran from a CUDA graph (on the leader)
   std::int64_t computed_tokens = 0;  // tokens the model ran (prompt and generated; cached ones are not run)
   // Prompt tokens looked up in the prefix cache when requests were admitted, and found there.
   std::int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;
+  // Mixture-of-experts models: each sparse layer's routed tokens in this call, by layer.
+  std::vector<ExpertLoad> expert_load;
   double seconds = 0;
 };
 
@@ -88,6 +105,9 @@ struct EngineStatus {
   std::int64_t unfinished = 0;  // submitted and not yet finished (in the inbox, waiting or running)
   bool accepting = true;        // false once shutdown() began
   std::string failure;          // the last failure of the engine's ranks (empty: none)
+  // Mixture-of-experts models: tokens routed to each expert of each sparse layer since the engine
+  // started, by layer. (Processes under MPI: the first pipeline stage's layers only.)
+  std::vector<ExpertLoad> expert_load;
 
   double kv_cache_usage() const { return kv_blocks_total ? double(kv_blocks_used) / double(kv_blocks_total) : 0.0; }
 };

@@ -86,6 +86,7 @@ class StepRunner {
           !model_.last_stage())
         return g;
       if (tp.size() > 1 && !stream_ordered<Backend>::value) return g;  // a host rendezvous
+      if (model_.config().moe.enabled()) return g;                     // MoE layers route on the host, between kernels
       std::int64_t blocks = 1;
       for (const StepSequence& s : sequences) {
         if (s.count != 1 || s.blocks == nullptr) return g;  // decode steps only

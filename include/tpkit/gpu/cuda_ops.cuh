@@ -127,6 +127,42 @@ class CudaOps {
                       "embedding lookup");
   }
 
+  // out[i] = row rows[i] of x (width elements), for i < count (HostOps::gather_rows_at). rows is
+  // host memory; it goes up through staging slot 0, so it may be reused when the call returns.
+  template <class T>
+  void gather_rows_at(const T* x, std::int64_t ldx, std::int64_t width, const std::int32_t* rows, std::int64_t count,
+                      T* out, std::int64_t ldo) const {
+    if (count <= 0)  // nothing to stage; the launcher refuses a negative count
+      return gpu::check_status(gpu::gather_rows_at(x, ldx, width, nullptr, count, out, ldo, stream()),
+                               "gather_rows_at");
+    gpu::CudaContext& c = context();
+    std::int32_t* d_rows = c.staging<std::int32_t>(std::size_t(count), 0);
+    upload(rows, d_rows, std::size_t(count));
+    gpu::check_status(gpu::gather_rows_at(x, ldx, width, d_rows, count, out, ldo, c.stream()), "gather_rows_at");
+  }
+
+  // y[rows[i]] += weights[i] * src[i] (weight 1 when weights is null), in float and rounded once
+  // per element, for i < count (HostOps::scatter_add_rows). rows and weights are host memory,
+  // staged in slots 0 and 1 (so the two do not overwrite each other); the rows of one call are
+  // distinct. Calls apply in stream order, so a row may repeat across calls.
+  template <class T>
+  void scatter_add_rows(const T* src, std::int64_t lds, std::int64_t width, const std::int32_t* rows,
+                        const float* weights, std::int64_t count, T* y, std::int64_t ldy) const {
+    if (count <= 0)
+      return gpu::check_status(gpu::scatter_add_rows(src, lds, width, nullptr, nullptr, count, y, ldy, stream()),
+                               "scatter_add_rows");
+    gpu::CudaContext& c = context();
+    std::int32_t* d_rows = c.staging<std::int32_t>(std::size_t(count), 0);
+    upload(rows, d_rows, std::size_t(count));
+    float* d_weights = nullptr;
+    if (weights) {
+      d_weights = c.staging<float>(std::size_t(count), 1);
+      upload(weights, d_weights, std::size_t(count));
+    }
+    gpu::check_status(gpu::scatter_add_rows(src, lds, width, d_rows, d_weights, count, y, ldy, c.stream()),
+                      "scatter_add_rows");
+  }
+
   // Per row: the largest value and its lowest index, returned to host memory (waits).
   template <class V>
   void row_argmax(const V* values, std::int64_t ld, std::int64_t batch, std::int64_t N, float* best_value,
@@ -304,21 +340,27 @@ class CudaOps {
   }
 
   // Before a model's first step (at load): every linear layer's shard shape has a cuBLASLt
-  // algorithm at 1, max_seqs and max_tokens rows (the LM head at 1 and max_seqs, with float
-  // output), the attention kernels take this rank's heads (can_implement), and the attention
-  // workspace for max_seqs sequences of the full context is allocated now, so that no step
-  // fails or allocates later. Errors name the layer and the shape.
+  // algorithm at 1, max_seqs and max_tokens rows (with float output where the layer writes
+  // float: the LM head, a MoE router and shared-expert gate), the attention kernels take this
+  // rank's heads (can_implement), and the attention workspace for max_seqs sequences of the
+  // full context is allocated now, so that no step fails or allocates later. Errors name the
+  // layer and the shape.
   template <class Model>
   void check_model(const Model& model, std::int64_t max_tokens, std::int64_t max_seqs) const {
     using T = typename Model::value_type;
     // The row counts steps use: every power of two up to max_seqs (decode steps padded to a
-    // graph's shape), max_seqs, and max_tokens (the longest prefill step).
+    // graph's shape), max_seqs, and max_tokens (the longest prefill step). A MoE expert's
+    // products run at however many of the step's rows were routed to it (1 to max_tokens); an
+    // algorithm found at both ends of that range is taken to exist between them, as for the
+    // prefill steps shorter than max_tokens.
     std::vector<std::int64_t> batches = {max_seqs, max_tokens};
     for (std::int64_t b = 1; b < max_seqs; b *= 2) batches.push_back(b);
-    model.for_each_linear([&](const std::string& name, std::int64_t N, std::int64_t K, bool bias, bool logits) {
+    // Float output no longer means one row per sequence (a MoE router scores every row of a
+    // step), so every product is checked at every count, the LM head at max_tokens too: more
+    // than it runs, and a few cached heuristic queries.
+    model.for_each_linear([&](const std::string& name, std::int64_t N, std::int64_t K, bool bias, bool float_output) {
       for (std::int64_t batch : batches) {
-        if (logits && batch > max_seqs) continue;  // one row per sequence
-        if (logits)
+        if (float_output)
           check_linear<T, float>(name, batch, N, K, bias);
         else
           check_linear<T, T>(name, batch, N, K, bias);

@@ -7,12 +7,12 @@
 // its input into a staging buffer of its own on its stream and records an event; the host
 // rendezvous (MockBackend::rendezvous) exchanges the staging addresses and events; then each
 // rank's stream waits on its peers' events and reads their staging buffers: copies for
-// all_gather and broadcast, the rank-order reduction kernel (tpkit/kernels/rank_reduce.cuh) for
-// all_reduce and reduce_scatter. So the results are the host mock's bitwise (rank order, 16-bit
-// types accumulated in float and rounded once) and identical on every rank. Staging buffers
-// alternate between two, and a rank refills one only after its peers' streams have finished
-// reading it (their "done" events of two collectives before), so back-to-back and in-place
-// collectives are safe without a second rendezvous.
+// all_gather, all_to_all and broadcast, the rank-order reduction kernel
+// (tpkit/kernels/rank_reduce.cuh) for all_reduce and reduce_scatter. So the results are the host
+// mock's bitwise (rank order, 16-bit types accumulated in float and rounded once) and identical
+// on every rank. Staging buffers alternate between two, and a rank refills one only after its
+// peers' streams have finished reading it (their "done" events of two collectives before), so
+// back-to-back and in-place collectives are safe without a second rendezvous.
 //
 // Collectives on host memory (the engine's token and fingerprint messages) go to the host mock
 // directly. send and recv stage through the host. This is a correctness tool, not a fast path
@@ -112,6 +112,38 @@ class DeviceMockBackend {
                             "reduce_scatter on the device");
              });
   }
+  // Each rank stages its whole send buffer and copies its segment out of every peer's: rank q's
+  // segment for this rank starts after what q sends to the ranks before this one (q's send
+  // counts, from its signature at the rendezvous). Buffers that are both null (a rank that moves
+  // nothing) count as device memory, so such a rank still meets its peers on the device path.
+  void all_to_all(const void* send, const std::size_t* send_counts, void* recv, const std::size_t* recv_counts,
+                  DType t) {
+    const std::size_t element = dtype_size(t);
+    if ((send || recv) && !on_device(send, recv, "all_to_all"))
+      return inner_.all_to_all(send, send_counts, recv, recv_counts, t);
+    if (size() == 1) return copy_alone(send, recv, send_counts[0] * element);
+    const std::size_t sent = std::accumulate(send_counts, send_counts + size(), std::size_t(0));
+    // Where this rank's segment starts in each peer's send buffer (from the peers' signatures).
+    std::vector<std::size_t> offsets(static_cast<std::size_t>(size()));
+    exchange(
+        CallSignature::all_to_all(send_counts, recv_counts, size(), t), send, sent * element,
+        [&](const ReduceInputs& peers) {
+          auto* out = static_cast<unsigned char*>(recv);
+          for (int q = 0; q < size(); ++q) {
+            const std::size_t bytes = recv_counts[q] * element;
+            if (bytes)
+              copy(static_cast<const unsigned char*>(peers.data[q]) + offsets[std::size_t(q)] * element, out, bytes,
+                   "all_to_all on the device");
+            out += bytes;
+          }
+        },
+        [&](const std::vector<mock_detail::Entry>& all) {
+          for (int q = 0; q < size(); ++q) {
+            const auto& c = all[std::size_t(q)].call.counts;
+            offsets[std::size_t(q)] = std::accumulate(c.begin(), c.begin() + rank(), std::size_t(0));
+          }
+        });
+  }
   void broadcast(void* data, std::size_t count, DType t, int root) {
     const std::size_t bytes = count * dtype_size(t);
     if (!on_device(data, data, "broadcast")) return inner_.broadcast(data, count, t, root);
@@ -163,8 +195,13 @@ class DeviceMockBackend {
 
   // Stages `bytes` of `send`, meets the peers, makes this rank's stream wait for their staging
   // copies, runs use(peer staging buffers) on it and records that this rank is done reading.
+  // arrived(every rank's rendezvous entry) runs once all have arrived, before use.
   template <class Use>
   void exchange(CallSignature call, const void* send, std::size_t bytes, Use&& use) {
+    exchange(std::move(call), send, bytes, std::forward<Use>(use), [](const std::vector<mock_detail::Entry>&) {});
+  }
+  template <class Use, class Arrived>
+  void exchange(CallSignature call, const void* send, std::size_t bytes, Use&& use, Arrived&& arrived) {
     TPKIT_REQUIRE(size() <= kMaxReduceInputs, "DeviceMockBackend: a group of ", size(), " ranks is more than ",
                   kMaxReduceInputs);
     DeviceSide& d = *device_;
@@ -188,6 +225,7 @@ class DeviceMockBackend {
     peers.count = size();
     d.peers_done[parity].clear();
     inner_.rendezvous(std::move(call), &mine, sizeof mine, [&](const std::vector<mock_detail::Entry>& all) {
+      arrived(all);
       for (int r = 0; r < size(); ++r) {
         Token t;
         std::memcpy(&t, all[std::size_t(r)].staged.data(), sizeof t);

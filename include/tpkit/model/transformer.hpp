@@ -5,7 +5,9 @@
 // K/V to the paged cache -> paged attention over this rank's heads -> o_proj
 // (RowParallelLinear, all-reduce) -> residual -> RMSNorm -> MergedGateUpLinear -> SiLU * up ->
 // down_proj (RowParallelLinear, all-reduce) -> residual. Then the final RMSNorm and the
-// ParallelLMHead. Nothing here computes a shard offset: the layers and partition_heads do.
+// ParallelLMHead. In a mixture-of-experts model (Mixtral, Qwen2-MoE, Qwen3-MoE) the sparse
+// layers replace the MLP with a MoELayer, laid out over the TP group as MoEOptions says.
+// Nothing here computes a shard offset: the layers, partition_heads and the expert placement do.
 //
 // Under pipeline parallelism an instance holds one stage: a range of layers (and their KV
 // cache), plus the embedding on the first stage and the final norm and LM head on the last.
@@ -25,6 +27,7 @@
 #include "tpkit/layers/embedding.hpp"
 #include "tpkit/layers/gate_up.hpp"
 #include "tpkit/layers/linear.hpp"
+#include "tpkit/layers/moe.hpp"
 #include "tpkit/layers/qkv.hpp"
 #include "tpkit/model/checkpoint.hpp"
 #include "tpkit/model/rope.hpp"
@@ -46,7 +49,7 @@ class TransformerModel {
   // layers: the pipeline stage's layers (empty: all of them, a single stage). Every tensor the
   // stage needs is checked against the config before anything is allocated.
   TransformerModel(const Ops& ops, const Checkpoint& ckpt, ShardSpec shard, std::int64_t num_kv_blocks,
-                   std::int64_t block_size = 16, Range layers = {})
+                   std::int64_t block_size = 16, Range layers = {}, const MoEModelOptions& moe = {})
       : ops_(ops),
         config_(ckpt.config()),
         layers_(checked_stage(ckpt, shard, layers)),
@@ -89,9 +92,18 @@ class TransformerModel {
                   RowParallelLinear<T, Ops>(
                       ops_, ckpt.tensor(name("self_attn.o_proj.weight"), {H, c.q_size()}),
                       c.o_bias ? ckpt.tensor(name("self_attn.o_proj.bias"), {H}) : RawTensorView{}, shard, o_options),
-                  MergedGateUpLinear<T, Ops>(ops_, ckpt.tensor(name("mlp.gate_proj.weight"), {I, H}),
-                                             ckpt.tensor(name("mlp.up_proj.weight"), {I, H}), shard),
-                  RowParallelLinear<T, Ops>(ops_, ckpt.tensor(name("mlp.down_proj.weight"), {H, I}), {}, shard)};
+                  {},
+                  {},
+                  {}};
+      if (c.sparse_layer(l)) {
+        block.moe.emplace(ops_, moe_weights(ckpt, l), MoERouting{c.moe.experts_per_token, c.moe.normalize_topk}, shard,
+                          moe.for_layer(l));
+      } else {
+        block.gate_up.emplace(ops_, ckpt.tensor(name("mlp.gate_proj.weight"), {I, H}),
+                              ckpt.tensor(name("mlp.up_proj.weight"), {I, H}), shard);
+        block.down.emplace(ops_, ckpt.tensor(name("mlp.down_proj.weight"), {H, I}), RawTensorView{}, shard);
+        dense_width_ = std::max(dense_width_, block.gate_up->output_width() / 2);
+      }
       if (c.qk_norm) {
         block.q_norm = load_vector(ckpt.tensor(name("self_attn.q_norm.weight"), {hd}));
         block.k_norm = load_vector(ckpt.tensor(name("self_attn.k_norm.weight"), {hd}));
@@ -115,6 +127,16 @@ class TransformerModel {
   Range layers() const { return layers_; }
   bool first_stage() const { return layers_.begin == 0; }
   bool last_stage() const { return layers_.end == config_.num_layers; }
+  // fn(layer, layer's MoELayer) for every sparse layer of this stage (expert statistics).
+  template <class F>
+  void for_each_moe_layer(F&& fn) const {
+    for (std::int64_t l = layers_.begin; l < layers_.end; ++l)
+      if (const Block& b = blocks_[std::size_t(l - layers_.begin)]; b.moe) fn(l, *b.moe);
+  }
+  void reset_expert_statistics() {
+    for (Block& b : blocks_)
+      if (b.moe) b.moe->reset_statistics();
+  }
   PagedKVCache<T, Ops>& cache() { return cache_; }
   const PagedKVCache<T, Ops>& cache() const { return cache_; }
 
@@ -128,8 +150,12 @@ class TransformerModel {
       const std::string layer = "layer " + std::to_string(l) + " ";
       fn(layer + "qkv_proj", b.qkv.output_width(), b.qkv.hidden_size(), config_.qkv_bias, false);
       fn(layer + "o_proj", b.o_proj.out_features(), b.o_proj.input_width(), false, false);
-      fn(layer + "gate_up_proj", b.gate_up.output_width(), b.gate_up.hidden_size(), false, false);
-      fn(layer + "down_proj", b.down.out_features(), b.down.input_width(), false, false);
+      if (b.moe) {
+        b.moe->for_each_linear(layer, fn);
+        continue;
+      }
+      fn(layer + "gate_up_proj", b.gate_up->output_width(), b.gate_up->hidden_size(), false, false);
+      fn(layer + "down_proj", b.down->out_features(), b.down->input_width(), false, false);
     }
     if (lm_head_ && lm_head_->partition().local_real_rows() > 0)  // a rank may hold only padding rows
       fn("lm_head", lm_head_->partition().local_real_rows(), lm_head_->hidden_size(), false, true);
@@ -164,7 +190,7 @@ class TransformerModel {
     const ModelConfig& c = config_;
     const std::int64_t H = c.hidden_size, hd = c.head_dim;
     // Flatten the step's tokens.
-    tokens_.clear(), positions_.clear(), logit_rows_.clear(), layout_.clear();
+    tokens_.clear(), positions_.clear(), logit_rows_.clear(), layout_.clear(), counted_.clear();
     for (const StepSequence& s : sequences) {
       TPKIT_REQUIRE(s.count >= 1, "a step sequence needs at least one token");
       TPKIT_REQUIRE(s.start_position + s.count <= c.max_position, "position ", s.start_position + s.count - 1,
@@ -177,6 +203,7 @@ class TransformerModel {
         positions_.push_back(s.start_position + i);
         layout_.queries.push_back({s.start_position + i, s.blocks});
         layout_.slots.push_back(s.padding ? -1 : cache_.slot_unchecked(*s.blocks, s.start_position + i));
+        counted_.push_back(s.padding ? 0 : 1);
       }
       if (s.want_logits) logit_rows_.push_back(std::int64_t(tokens_.size()) - 1);
     }
@@ -189,8 +216,7 @@ class TransformerModel {
                   "logits must have shape [", logit_rows_.size(), ", ", c.vocab_size, "] but has shape ",
                   logits.shape_string());
     const std::int64_t q_width = heads_.local_q_heads() * hd, kv_width = heads_.local_kv_heads() * hd;
-    const std::int64_t qkv_width = q_width + 2 * kv_width,
-                       li = blocks_.empty() ? 0 : blocks_[0].gate_up.output_width() / 2;
+    const std::int64_t qkv_width = q_width + 2 * kv_width, li = dense_width_;
     hidden_.reserve_at_least(std::size_t(n * H));
     normed_.reserve_at_least(std::size_t(n * H));
     delta_.reserve_at_least(std::size_t(n * H));
@@ -259,9 +285,13 @@ class TransformerModel {
       ckpt.tensor(name("self_attn.k_proj.weight"), {c.kv_size(), H});
       ckpt.tensor(name("self_attn.v_proj.weight"), {c.kv_size(), H});
       ckpt.tensor(name("self_attn.o_proj.weight"), {H, c.q_size()});
-      ckpt.tensor(name("mlp.gate_proj.weight"), {I, H});
-      ckpt.tensor(name("mlp.up_proj.weight"), {I, H});
-      ckpt.tensor(name("mlp.down_proj.weight"), {H, I});
+      if (c.sparse_layer(l)) {
+        moe_weights(ckpt, l);
+      } else {
+        ckpt.tensor(name("mlp.gate_proj.weight"), {I, H});
+        ckpt.tensor(name("mlp.up_proj.weight"), {I, H});
+        ckpt.tensor(name("mlp.down_proj.weight"), {H, I});
+      }
       if (c.qkv_bias) {
         ckpt.tensor(name("self_attn.q_proj.bias"), {c.q_size()});
         ckpt.tensor(name("self_attn.k_proj.bias"), {c.kv_size()});
@@ -276,6 +306,32 @@ class TransformerModel {
     return r;
   }
 
+  // Views of a sparse layer's weights, shapes checked (nothing is read): Mixtral names them
+  // block_sparse_moe.{gate, experts.E.w1 (gate), w3 (up), w2 (down)}, Qwen2/3-MoE
+  // mlp.{gate, experts.E.gate_proj, up_proj, down_proj}, and Qwen2-MoE's shared expert
+  // mlp.shared_expert.* and mlp.shared_expert_gate.
+  static MoEWeights moe_weights(const Checkpoint& ckpt, std::int64_t l) {
+    const ModelConfig& c = ckpt.config();
+    const std::int64_t H = c.hidden_size, I = c.moe.expert_intermediate_size, S = c.moe.shared_expert_intermediate_size;
+    const bool mixtral = c.architecture == Architecture::mixtral;
+    const std::string block = Checkpoint::layer_name(l, mixtral ? "block_sparse_moe." : "mlp.");
+    MoEWeights w;
+    w.router = ckpt.tensor(block + "gate.weight", {c.moe.num_experts, H});
+    for (int e = 0; e < c.moe.num_experts; ++e) {
+      const std::string expert = block + "experts." + std::to_string(e) + ".";
+      w.experts.push_back({ckpt.tensor(expert + (mixtral ? "w1.weight" : "gate_proj.weight"), {I, H}),
+                           ckpt.tensor(expert + (mixtral ? "w3.weight" : "up_proj.weight"), {I, H}),
+                           ckpt.tensor(expert + (mixtral ? "w2.weight" : "down_proj.weight"), {H, I})});
+    }
+    if (S > 0) {
+      w.shared = {ckpt.tensor(block + "shared_expert.gate_proj.weight", {S, H}),
+                  ckpt.tensor(block + "shared_expert.up_proj.weight", {S, H}),
+                  ckpt.tensor(block + "shared_expert.down_proj.weight", {H, S})};
+      w.shared_gate = ckpt.tensor(block + "shared_expert_gate.weight", {1, H});
+    }
+    return w;
+  }
+
   // The decoder layers over the step's n rows: hidden_ in, hidden_ out, K/V into the cache.
   template <class Backend>
   void run_decoder_layers(Communicator<Backend>& comm, std::int64_t n) {
@@ -283,8 +339,7 @@ class TransformerModel {
     const std::int64_t H = c.hidden_size, hd = c.head_dim;
     const HeadPartition& heads = heads_;
     const std::int64_t q_width = heads.local_q_heads() * hd, kv_width = heads.local_kv_heads() * hd;
-    const std::int64_t qkv_width = q_width + 2 * kv_width,
-                       li = blocks_.empty() ? 0 : blocks_[0].gate_up.output_width() / 2;
+    const std::int64_t qkv_width = q_width + 2 * kv_width;
     const TensorView<T> normed(normed_.data(), {n, H}, Ops::memory), delta(delta_.data(), {n, H}, Ops::memory);
     const float eps = float(c.rms_norm_eps), scale = 1.0f / std::sqrt(float(hd));
     const bool interleaved = c.rope_style == RopeStyle::interleaved;
@@ -309,9 +364,14 @@ class TransformerModel {
       b.o_proj.forward(comm, TensorView<const T>(attn_.data(), {n, q_width}, Ops::memory), delta);
       ops_.add(hidden_.data(), delta_.data(), n * H);
       ops_.rms_norm(hidden_.data(), H, n, H, b.post_norm.data(), eps, normed_.data(), H);
-      b.gate_up.forward(comm, normed, TensorView<T>(gate_up_.data(), {n, 2 * li}, Ops::memory));
-      ops_.silu_and_mul(gate_up_.data(), n, li, act_.data());
-      b.down.forward(comm, TensorView<const T>(act_.data(), {n, li}, Ops::memory), delta);
+      if (b.moe) {
+        b.moe->forward(comm, normed, delta, positions_.data(), counted_.data());
+      } else {
+        const std::int64_t width = b.gate_up->output_width() / 2;
+        b.gate_up->forward(comm, normed, TensorView<T>(gate_up_.data(), {n, 2 * width}, Ops::memory));
+        ops_.silu_and_mul(gate_up_.data(), n, width, act_.data());
+        b.down->forward(comm, TensorView<const T>(act_.data(), {n, width}, Ops::memory), delta);
+      }
       ops_.add(hidden_.data(), delta_.data(), n * H);
     }
   }
@@ -320,8 +380,9 @@ class TransformerModel {
     typename Ops::template Buffer<float> input_norm, post_norm, q_norm, k_norm;
     QKVParallelLinear<T, Ops> qkv;
     RowParallelLinear<T, Ops> o_proj;
-    MergedGateUpLinear<T, Ops> gate_up;
-    RowParallelLinear<T, Ops> down;
+    std::optional<MergedGateUpLinear<T, Ops>> gate_up;  // dense layers
+    std::optional<RowParallelLinear<T, Ops>> down;
+    std::optional<MoELayer<T, Ops>> moe;  // sparse layers
   };
 
   typename Ops::template Buffer<float> load_vector(const RawTensorView& v) const {
@@ -338,11 +399,13 @@ class TransformerModel {
   std::optional<ParallelLMHead<T, Ops>> lm_head_;            // last stage
   typename Ops::template Buffer<float> final_norm_;
   std::vector<Block> blocks_;
+  std::int64_t dense_width_ = 0;  // the widest local intermediate slice of a dense MLP
   HeadPartition heads_;
   PagedKVCache<T, Ops> cache_;
   // Step workspaces: grow to the largest step, then are reused.
   std::vector<std::int32_t> tokens_;
   std::vector<std::int64_t> positions_, logit_rows_;
+  std::vector<std::uint8_t> counted_;  // per row: not a padding row (counts in the expert statistics)
   std::vector<float> cos_host_, sin_host_;
   StepLayout layout_;
   typename Ops::StepState step_;

@@ -278,6 +278,28 @@ class HostOps {
     }
   }
 
+  // out[i] = row rows[i] of x (width elements), for i < count; rows is host memory. A MoE layer
+  // gathers the tokens routed to one expert with it.
+  template <class T>
+  void gather_rows_at(const T* x, std::int64_t ldx, std::int64_t width, const std::int32_t* rows, std::int64_t count,
+                      T* out, std::int64_t ldo) const {
+    for (std::int64_t i = 0; i < count; ++i) copy(x + std::int64_t(rows[i]) * ldx, out + i * ldo, std::size_t(width));
+  }
+
+  // y[rows[i]] += weights[i] * src[i] (weight 1 when weights is null), in float and rounded
+  // once per element, for i < count in order; rows and weights are host memory, and the rows
+  // of one call are distinct. A MoE layer adds each expert's weighted output with it.
+  template <class T>
+  void scatter_add_rows(const T* src, std::int64_t lds, std::int64_t width, const std::int32_t* rows,
+                        const float* weights, std::int64_t count, T* y, std::int64_t ldy) const {
+    for (std::int64_t i = 0; i < count; ++i) {
+      const T* in = src + i * lds;
+      T* out = y + std::int64_t(rows[i]) * ldy;
+      const float w = weights ? weights[i] : 1.0f;
+      for (std::int64_t c = 0; c < width; ++c) out[c] = from_float<T>(to_float(out[c]) + w * to_float(in[c]));
+    }
+  }
+
   // One step's attention metadata: the host kernels read the StepLayout itself. Each thread
   // has its own attention workspace; they grow, then are reused.
   struct StepState {

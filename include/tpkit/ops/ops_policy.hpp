@@ -15,6 +15,8 @@
 //   linear<T, Out>(x, ldx, batch, w, ldw, N, K, bias, y, ldy)   y = x W^T (+ bias), float accumulate
 //   add_bias, rms_norm, rope, silu_and_mul, add    the transformer block's element-wise kernels
 //   gather_rows(table, first_id, rows, width, host ids, count, out, ldo)   the embedding lookup
+//   gather_rows_at(x, ldx, width, host rows, count, out, ldo)              a MoE expert's tokens
+//   scatter_add_rows(src, lds, width, host rows, host weights, count, y, ldy)   their weighted sum
 //   row_argmax(values, ld, batch, N, host best_value, host best_index)
 //   StepState, prepare_step(state, StepLayout, KVCacheShape)   a step's attention metadata
 //   write_kv(cache, layer, state, k, v, ld), paged_attention(cache, layer, heads, q, ldq, state,
@@ -63,6 +65,8 @@ concept ops_policy = std::copy_constructible<Ops> &&
   ops.silu_and_mul(cf, n, n, f);
   ops.add(f, cf, n);
   ops.gather_rows(cf, n, n, n, cids, n, f, n);
+  ops.gather_rows_at(cf, n, n, cids, n, f, n);
+  ops.scatter_add_rows(cf, n, n, cids, cf, n, f, n);
   ops.row_argmax(cf, n, n, n, f, index);
   ops.prepare_step(step, layout, cache.shape());
   ops.write_kv(cache, n, step, cf, cf, n);

@@ -129,6 +129,75 @@ inline std::vector<std::int64_t> vocab_rows_per_rank(const VocabPartition& p, in
   return rows;
 }
 
+// Expert parallelism: which ranks of a group hold which experts of a mixture-of-experts layer.
+// holders[e] lists the ranks holding a copy of expert e, ascending: one in a balanced split,
+// more for a hot expert given redundant copies. A rank may hold no expert at all (more ranks
+// than experts).
+struct ExpertPlacement {
+  int num_experts = 0;
+  int ranks = 0;
+  std::vector<std::vector<int>> holders;
+
+  bool empty() const { return num_experts == 0; }
+  bool holds(int rank, int expert) const {
+    const std::vector<int>& h = holders[std::size_t(expert)];
+    return std::find(h.begin(), h.end(), rank) != h.end();
+  }
+  // The experts `rank` holds, ascending.
+  std::vector<int> experts_of(int rank) const {
+    std::vector<int> out;
+    for (int e = 0; e < num_experts; ++e)
+      if (holds(rank, e)) out.push_back(e);
+    return out;
+  }
+  // The rank that computes expert `expert` for a token: copies take turns by `key` (the token's
+  // position in its sequence), so a token's arithmetic does not depend on what else is batched.
+  int computing_rank(int expert, std::int64_t key) const {
+    const std::vector<int>& h = holders[std::size_t(expert)];
+    return h[std::size_t((key < 0 ? 0 : key) % std::int64_t(h.size()))];
+  }
+  // Throws InvalidArgument unless every expert has at least one holder, each a rank of the group
+  // listed once, ascending.
+  void validate(int expected_experts, int expected_ranks) const {
+    TPKIT_REQUIRE(num_experts == expected_experts && std::int64_t(holders.size()) == num_experts,
+                  "the expert placement covers ", holders.size(), " experts but the model has ", expected_experts);
+    TPKIT_REQUIRE(ranks == expected_ranks, "the expert placement is for ", ranks, " ranks but the group has ",
+                  expected_ranks);
+    for (int e = 0; e < num_experts; ++e) {
+      const std::vector<int>& h = holders[std::size_t(e)];
+      TPKIT_REQUIRE(!h.empty(), "the expert placement gives expert ", e, " no rank");
+      for (std::size_t i = 0; i < h.size(); ++i) {
+        TPKIT_REQUIRE(h[i] >= 0 && h[i] < ranks, "the expert placement puts expert ", e, " on rank ", h[i],
+                      ", outside the group of ", ranks);
+        TPKIT_REQUIRE(i == 0 || h[i] > h[i - 1], "the expert placement lists the ranks of expert ", e,
+                      " out of order or twice");
+      }
+    }
+  }
+};
+
+// Experts split in balance over the ranks in order (6 experts on 4 ranks: 2, 2, 1, 1), one copy
+// each; with more ranks than experts, the last ranks hold none.
+inline ExpertPlacement balanced_expert_placement(int num_experts, int ranks) {
+  TPKIT_REQUIRE(num_experts >= 1, "a MoE layer needs at least one expert (got ", num_experts, ")");
+  TPKIT_REQUIRE(ranks >= 1, "an expert-parallel group needs at least one rank (got ", ranks, ")");
+  ExpertPlacement p;
+  p.num_experts = num_experts;
+  p.ranks = ranks;
+  p.holders.resize(std::size_t(num_experts));
+  for (int r = 0; r < ranks; ++r) {
+    const Range experts = balanced_range(num_experts, ranks, r);
+    for (std::int64_t e = experts.begin; e < experts.end; ++e) p.holders[std::size_t(e)].push_back(r);
+  }
+  return p;
+}
+
+// Token dispatch: the rows of a step of `tokens` rows that `shard` routes and sends to the
+// experts' owners (a balanced split; ranks past the token count route none).
+inline Range token_slice(std::int64_t tokens, ShardSpec shard) {
+  return balanced_range(tokens, shard.size, shard.rank);
+}
+
 // Pipeline parallelism: the layers [begin, end) of each of `pp_size` stages. Balanced by
 // default (the first num_layers % pp_size stages take one more); `layers_per_stage`, when not
 // empty, gives the split explicitly. Every stage needs at least one layer.

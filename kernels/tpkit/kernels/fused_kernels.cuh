@@ -2,13 +2,17 @@
 // bfloat16 storage with float arithmetic. Each launcher checks its arguments, launches on the
 // given stream and returns a Status; none allocates or synchronises, so all can be captured
 // in a CUDA graph. Every kernel computes exactly what the host kernel of the same name in
-// tpkit/ops/host_kernels.hpp computes (the tests compare them with a float64 reference).
+// tpkit/ops/host_kernels.hpp computes (the tests compare them with a float64 reference);
+// gather_rows_at and scatter_add_rows what HostOps's members of those names compute
+// (tpkit/ops/host_ops.hpp; tests/cuda/test_cuda_moe.cu compares them).
 //
 //   fused_add_rms_norm  residual += x; out = RMSNorm(residual) * weight       (one block per row)
 //   rms_norm            out = RMSNorm(x) * weight                             (one block per row)
 //   silu_and_mul        out = silu(gate) * up, rows of [gate | up]
 //   rope                rotate pairs (i, i + d/2) or (2i, 2i + 1) by per-row angles
 //   embedding_lookup    rows of this rank's vocabulary shard; ids outside it give zeros
+//   gather_rows_at      out[i] = x[rows[i]]: the tokens routed to a MoE expert  (one block per row)
+//   scatter_add_rows    y[rows[i]] += w[i] * src[i]: their weighted outputs     (one block per row)
 //   row_argmax          per row: the largest value and its lowest index
 //   add, add_bias       x += y elementwise; y[b] += bias per row
 // Needs: CUDA (nvcc; link tpkit::cuda).
@@ -85,6 +89,28 @@ __global__ void embedding_kernel(const std::int32_t* ids, std::int64_t count, co
   const bool mine = local >= 0 && local < local_rows;
   for (std::int64_t c = threadIdx.x; c < hidden; c += blockDim.x)
     out[row * ldo + c] = mine ? table[local * hidden + c] : from_float<T>(0.0f);
+}
+
+template <class T>
+__global__ void gather_rows_at_kernel(const T* x, std::int64_t ldx, std::int64_t width, const std::int32_t* rows,
+                                      T* out, std::int64_t ldo) {
+  const std::int64_t i = blockIdx.x;
+  const T* in = x + std::int64_t(rows[i]) * ldx;
+  for (std::int64_t c = threadIdx.x; c < width; c += blockDim.x) out[i * ldo + c] = in[c];
+}
+
+// The rows of one launch are distinct, so no two threads write one element. The product and
+// the sum are rounded separately (__fmul_rn, __fadd_rn: never contracted to an FMA), as the host
+// computes `y + w * src` in float.
+template <class T>
+__global__ void scatter_add_rows_kernel(const T* src, std::int64_t lds, std::int64_t width, const std::int32_t* rows,
+                                        const float* weights, T* y, std::int64_t ldy) {
+  const std::int64_t i = blockIdx.x;
+  const float w = weights ? weights[i] : 1.0f;
+  const T* in = src + i * lds;
+  T* out = y + std::int64_t(rows[i]) * ldy;
+  for (std::int64_t c = threadIdx.x; c < width; c += blockDim.x)
+    out[c] = from_float<T>(__fadd_rn(to_float(out[c]), __fmul_rn(w, to_float(in[c]))));
 }
 
 template <class V>
@@ -212,6 +238,34 @@ Status embedding_lookup(const std::int32_t* ids, std::int64_t count, const T* ta
   if (count == 0) return Status::ok;
   detail::embedding_kernel<T>
       <<<int(count), detail::kBlock, 0, stream>>>(ids, count, table, first_id, local_rows, hidden, out, ldo);
+  return launch_status();
+}
+
+// out[i] = x[rows[i]] (width elements) for i < count. rows is device memory; each must be a row
+// of x (not checked: the rows live on the device).
+template <class T>
+Status gather_rows_at(const T* x, std::int64_t ldx, std::int64_t width, const std::int32_t* rows, std::int64_t count,
+                      T* out, std::int64_t ldo, cudaStream_t stream) {
+  if (count < 0 || width < 0 || ldx < width || ldo < width || !detail::fits_grid(count))
+    return Status::invalid_argument;
+  if (count == 0 || width == 0) return Status::ok;
+  if (!x || !rows || !out) return Status::invalid_argument;
+  detail::gather_rows_at_kernel<T><<<int(count), detail::kBlock, 0, stream>>>(x, ldx, width, rows, out, ldo);
+  return launch_status();
+}
+
+// y[rows[i]] += weights[i] * src[i] (weight 1 when weights is null) for i < count, in float and
+// rounded to T once per element. rows and weights are device memory; the rows of one launch
+// must be distinct (a repeated row would race). Launches on one stream apply in order, so a row
+// may repeat across launches.
+template <class T>
+Status scatter_add_rows(const T* src, std::int64_t lds, std::int64_t width, const std::int32_t* rows,
+                        const float* weights, std::int64_t count, T* y, std::int64_t ldy, cudaStream_t stream) {
+  if (count < 0 || width < 0 || lds < width || ldy < width || !detail::fits_grid(count))
+    return Status::invalid_argument;
+  if (count == 0 || width == 0) return Status::ok;
+  if (!src || !rows || !y) return Status::invalid_argument;
+  detail::scatter_add_rows_kernel<T><<<int(count), detail::kBlock, 0, stream>>>(src, lds, width, rows, weights, y, ldy);
   return launch_status();
 }
 
