@@ -384,6 +384,10 @@ TEST_CASE("transformers fixture configs are read as transformers reads them", "[
     REQUIRE_FALSE(m.has_dense_layers());
     const ModelConfig norm = config_from_hf(fixture_config_with("qwen3_moe", "norm_topk_prob", "true"));
     REQUIRE(norm.moe.normalize_topk);
+    // As transformers builds the attention: Mixtral never has biases, Qwen2-MoE's qkv_bias null is none.
+    REQUIRE_FALSE(config_from_hf(fixture_config_with("mixtral", "attention_bias", "true")).qkv_bias);
+    REQUIRE_FALSE(config_from_hf(fixture_config_with("qwen2_moe", "qkv_bias", "null")).qkv_bias);
+    REQUIRE_FALSE(config_from_hf(fixture_config_with("qwen2_moe", "qkv_bias", "false")).qkv_bias);
   }
   SECTION("without use_sliding_window (or layer_types) there is no window, whatever sliding_window says") {
     const ModelConfig c = config_from_hf(fixture_config_with("qwen2", "use_sliding_window", "false"));

@@ -291,6 +291,16 @@ TEST_CASE("placement and statistics files: written, read back, and refused when 
       "tpkit:moe_expert_tokens_total{model_name=\"m\",layer=\"1\",expert=\"0\"} 3\n"
       "tpkit:moe_expert_tokens_total{model_name=\"m\",layer=\"1\",expert=\"2\"} 9\n"
       "tpkit:moe_expert_tokens_total{model_name=\"m\",layer=\"1\",expert=\"1\"} 0\n";
+  // Malformed statistics are errors that name the sample or the layer, never a wrong count.
+  for (const char* bad : {"tpkit:moe_expert_tokens_total{layer=\"x\",expert=\"0\"} 3\n",
+                          "tpkit:moe_expert_tokens_total{layer=\"1\",expert=\"0\"} NaN\n",
+                          "tpkit:moe_expert_tokens_total{layer=\"1\",expert=\"0\"} -4\n",
+                          "tpkit:moe_expert_tokens_total{layer=\"1\",expert=\"99999\"} 4\n",
+                          "tpkit:moe_expert_tokens_total{layer=\"1\"} 4\n"})
+    REQUIRE_THROWS_AS(parse_expert_load(bad, "metrics"), FormatError);
+  REQUIRE_THROWS_WITH(parse_expert_load(R"({"layers": {"1": [3, -1]}})", "s.json"), Catch::Contains("s.json"));
+  REQUIRE_THROWS_WITH(parse_expert_load(R"({"layers": {"one": [3]}})", "s.json"),
+                      Catch::Contains("layer \"one\" is not a layer index"));
   const auto scraped = parse_expert_load(metrics, "metrics");
   REQUIRE(scraped.size() == 1);
   REQUIRE(scraped[0].tokens == std::vector<std::int64_t>{3, 0, 9});

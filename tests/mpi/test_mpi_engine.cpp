@@ -141,7 +141,8 @@ TEST_CASE("MPI engine: world rank 0 serves requests from another thread, heartbe
 // Mixture-of-experts models over processes: every MoE layout at every TP x PP shape of this
 // world gives the greedy tokens of the single-rank threaded engine (which test_hf_fixtures checks
 // against transformers). qwen2_moe has a shared expert and 6 experts (uneven over 4 ranks);
-// qwen3_moe_sparse_step mixes dense and sparse layers over 4 layers.
+// qwen3_moe_sparse_step mixes dense and sparse layers over 4 layers. World rank 0 reports every
+// sparse layer's expert statistics, those of the other stages included.
 TEST_CASE("MPI engine: MoE models give the same greedy tokens in every layout and TP x PP shape",
           "[mpi][engine][moe]") {
   MpiOptions mpi;
@@ -167,6 +168,18 @@ TEST_CASE("MPI engine: MoE models give the same greedy tokens in every layout an
         INFO(name << " " << moe_layout_name(layout) << " tp " << tp << " x pp " << pp << ", world rank "
                   << world.rank());
         REQUIRE(tokens(engine.generate(prompts, all)) == want[name]);
+        if (world.rank() != 0) continue;
+        // Every sparse layer's statistics reach world rank 0, whichever stage holds it: top_k routed
+        // tokens per computed token.
+        const GenerationStats& stats = engine.last_stats();
+        const std::size_t sparse = name == std::string("qwen2_moe") ? 2 : 1;
+        const std::int64_t top_k = 3;  // both models
+        REQUIRE(stats.expert_load.size() == sparse);
+        for (const ExpertLoad& l : stats.expert_load) {
+          std::int64_t total = 0;
+          for (std::int64_t t : l.tokens) total += t;
+          REQUIRE(total == top_k * stats.computed_tokens);
+        }
       }
   }
 }

@@ -82,7 +82,9 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
     world_.broadcast(&first, 1, 0);
     if (first < 0) throw Unavailable("the engine is shutting down and accepts no new requests (world rank 0)");
     const auto start = std::chrono::steady_clock::now();
-    const EngineStatus before = rank_.counters();
+    // World rank 0 holds every stage's expert statistics (the others send theirs to it).
+    EngineStatus before = rank_.counters();
+    if (world_.rank() == 0) before.expert_load = control_.status().expert_load;
     engine_detail::ResultCollector collector(prompts, leader() ? std::move(on_token) : TokenCallback());
     const auto n = std::int64_t(prompts.size());
     run_loop(engine_detail::IdleMode::exit, [&](const RequestOutput& out) {
@@ -90,9 +92,10 @@ class DistributedEngine : public engine_detail::EngineBase<DistributedEngine<Bac
       if (i >= 0 && i < n) collector.add(std::size_t(i), out);  // (not a request submitted otherwise)
     });
     std::vector<GenerationResult> results = collector.wait();
-    stats_ =
-        engine_detail::stats_between(before, rank_.counters(), results,
-                                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    EngineStatus after = rank_.counters();
+    if (world_.rank() == 0) after.expert_load = control_.status().expert_load;
+    stats_ = engine_detail::stats_between(
+        before, after, results, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     return results;
   }
 

@@ -35,6 +35,7 @@ class EngineRank {
  public:
   static constexpr int kTokenTag = 2;
   static constexpr int kControlTag = 3;
+  static constexpr int kExpertLoadTag = 4;
   // How the tokens travel. Host backends buffer sends: the leader sends each rank the tokens as
   // soon as it has sampled them, and a rank receives them only when it needs them, so the
   // pipeline's stages overlap. A stream-ordered backend (NCCL: stream_ordered) cannot
@@ -55,7 +56,17 @@ class EngineRank {
     layers_ = split_layers(checkpoint.config().num_layers, options.pp_size,
                            options.layers_per_stage)[std::size_t(layout.pp_rank(world_rank))];
     model_ = make_rank_model<Backend>(ops, checkpoint, shard, options, layers_, graph_max_rows);
-    moe_ = checkpoint.config().moe.enabled();
+    // The sparse layers of every stage, for the controller to place the statistics the other
+    // stages send it (processes).
+    const ModelConfig& c = checkpoint.config();
+    for (const Range& r : split_layers(c.num_layers, options.pp_size, options.layers_per_stage)) {
+      std::vector<std::int64_t> sparse;
+      for (std::int64_t l = r.begin; l < r.end; ++l)
+        if (c.sparse_layer(l)) sparse.push_back(l);
+      sparse_layers_.push_back(std::move(sparse));
+    }
+    num_experts_ = c.moe.num_experts;
+    moe_ = c.moe.enabled();
     // One block pool per micro-batch, each over its share of the KV blocks. They live as long as
     // the rank (so does the cache they index): a later generate() finds the prefixes of earlier ones.
     const std::int64_t blocks_each = options_.num_kv_blocks / options_.micro_batches;
@@ -104,6 +115,11 @@ class EngineRank {
     TPKIT_REQUIRE(!controller || control, "world rank 0 runs the engine's loop with its EngineControl");
     const bool leader = groups.leader();
     PipelineStage<Backend> stage(groups.pp(), layers_);
+    // The later stages send their expert statistics to the controller with each sampled step
+    // (host backends), which it reads where it reads the step's tokens: a generate() that returns
+    // has every stage's counts. Stream-ordered backends publish into a shared EngineControl
+    // where there is one (threads), else report the first stage only.
+    const bool expert_load_by_message = !kTokensByBroadcast;
     // One scheduler per micro-batch, each with its own share of the KV blocks; requests are dealt
     // round-robin. While micro-batch k's step runs through the later stages, the earlier stages
     // work on micro-batch k + 1.
@@ -181,6 +197,7 @@ class EngineRank {
             world.broadcast(f.tokens.data(), f.tokens.size(), groups.layout().leader());
           else if (!leader)
             world.recv(f.tokens.data(), f.tokens.size(), groups.layout().leader(), kTokenTag);
+          if (controller && moe_ && expert_load_by_message) receive_expert_load(groups, *control);
           std::size_t row = 0;
           for (const ScheduledChunk& ch : f.step)
             if (ch.samples) {
@@ -220,8 +237,7 @@ class EngineRank {
           }
         }
         model_->forward(groups.tp(), step_sequences, stage.last() ? rows : 0, &stage);
-        // Before the step's tokens go out, so that a generate() that returns sees its counts.
-        if (moe_ && control && groups.tp().rank() == 0) control->publish_expert_load(model_->expert_load());
+        if (moe_ && rows > 0) report_expert_load(groups, control, expert_load_by_message);
         scheduler.complete(f.step);
         ++counters_.steps;
         if (rows == 0) continue;
@@ -251,6 +267,36 @@ class EngineRank {
         control->end_round(started, outputs, status);
       }
       outputs.clear(), started.clear();
+    }
+  }
+
+  // A sampled step's expert statistics of this stage (its TP rank 0), before the step's tokens go
+  // out, so that a generate() that returns sees its counts: published into the shared
+  // EngineControl, or sent to the controller, which reads them where it reads the step's tokens.
+  void report_expert_load(ParallelGroups<Backend>& groups, EngineControl* control, bool by_message) {
+    if (groups.tp().rank() != 0) return;
+    const std::vector<ExpertLoad> loads = model_->expert_load();
+    if (groups.world().rank() == 0 || (control && !by_message)) {
+      control->publish_expert_load(loads);
+    } else if (by_message && !loads.empty()) {
+      expert_message_.clear();
+      for (const ExpertLoad& l : loads) expert_message_.insert(expert_message_.end(), l.tokens.begin(), l.tokens.end());
+      groups.world().send(expert_message_.data(), expert_message_.size(), 0, kExpertLoadTag);
+    }
+  }
+  void receive_expert_load(ParallelGroups<Backend>& groups, EngineControl& control) {
+    const ParallelLayout layout = groups.layout();
+    for (int s = 1; s < layout.pp_size; ++s) {
+      const std::vector<std::int64_t>& sparse = sparse_layers_[std::size_t(s)];
+      if (sparse.empty()) continue;
+      expert_message_.resize(sparse.size() * std::size_t(num_experts_));
+      groups.world().recv(expert_message_.data(), expert_message_.size(), s * layout.tp_size, kExpertLoadTag);
+      std::vector<ExpertLoad> loads;
+      for (std::size_t i = 0; i < sparse.size(); ++i)
+        loads.push_back({sparse[i],
+                         {expert_message_.begin() + std::ptrdiff_t(i) * num_experts_,
+                          expert_message_.begin() + std::ptrdiff_t(i + 1) * num_experts_}});
+      control.publish_expert_load(loads);
     }
   }
 
@@ -316,6 +362,9 @@ class EngineRank {
   Range layers_;
   std::unique_ptr<RankModel<Backend>> model_;
   bool moe_ = false;  // publish expert statistics
+  int num_experts_ = 0;
+  std::vector<std::vector<std::int64_t>> sparse_layers_;  // per stage
+  std::vector<std::int64_t> expert_message_;
 };
 
 }  // namespace tpkit

@@ -116,27 +116,48 @@ inline std::vector<ExpertLoad> parse_expert_load(const std::string& text, const 
       const std::size_t end = text.find('\n', at);
       const std::string line = text.substr(at, end == std::string::npos ? std::string::npos : end - at);
       at += metric.size();
-      const auto label = [&](const char* name) {
-        const std::string key = std::string(name) + "=\"";
-        const std::size_t p = line.find(key);
-        if (p == std::string::npos) throw FormatError(source + ": a sample without " + name + ": " + line);
-        return std::int64_t(std::stoll(line.substr(p + key.size())));
+      // Every number is a checked integer: a malformed sample is an error naming it.
+      const auto integer = [&](const std::string& text, std::int64_t limit) {
+        try {
+          return Json::parse(text, source).integer(0, limit);
+        } catch (const FormatError&) {
+          throw FormatError(source + ": a malformed sample: " + line);
+        }
       };
-      const std::int64_t layer = label("layer"), expert = label("expert");
+      const auto label = [&](const char* name, std::int64_t limit) {
+        const std::string key = std::string(name) + "=\"";
+        const std::size_t p = line.find(key), end = p == std::string::npos ? p : line.find('"', p + key.size());
+        if (end == std::string::npos) throw FormatError(source + ": a sample without " + name + ": " + line);
+        return integer(line.substr(p + key.size(), end - p - key.size()), limit);
+      };
+      const std::int64_t layer = label("layer", ModelLimits::num_layers - 1);
+      const std::int64_t expert = label("expert", ModelLimits::num_experts - 1);
       const std::size_t value = line.rfind(' ');
-      if (layer < 0 || expert < 0 || expert >= ModelLimits::num_experts || value == std::string::npos)
-        throw FormatError(source + ": a malformed sample: " + line);
+      if (value == std::string::npos) throw FormatError(source + ": a malformed sample: " + line);
       std::vector<std::int64_t>& tokens = layers[layer];
       if (std::int64_t(tokens.size()) <= expert) tokens.resize(std::size_t(expert + 1), 0);
-      tokens[std::size_t(expert)] = std::int64_t(std::stod(line.substr(value + 1)));
+      tokens[std::size_t(expert)] = integer(line.substr(value + 1), std::int64_t(1) << 62);
     }
   } else {
     const Json j = Json::parse(text, source);
     const Json* l = j.find("layers");
     if (!l || !l->is_object()) throw FormatError(source + ": missing the object \"layers\"");
     for (const auto& [key, list] : l->object()) {
-      std::vector<std::int64_t>& tokens = layers[Json::parse(key).integer(0, ModelLimits::num_layers - 1)];
-      for (const Json& t : list.array()) tokens.push_back(t.integer(0, std::int64_t(1) << 62));
+      std::int64_t layer = 0;
+      try {
+        layer = Json::parse(key).integer(0, ModelLimits::num_layers - 1);
+      } catch (const FormatError&) {
+        throw FormatError(source + ": layer \"" + key + "\" is not a layer index");
+      }
+      if (!list.is_array() || std::int64_t(list.array().size()) > ModelLimits::num_experts)
+        throw FormatError(source + ": layer " + key + " must list at most " + std::to_string(ModelLimits::num_experts) +
+                          " token counts");
+      std::vector<std::int64_t>& tokens = layers[layer];
+      try {
+        for (const Json& t : list.array()) tokens.push_back(t.integer(0, std::int64_t(1) << 62));
+      } catch (const FormatError& e) {
+        throw FormatError(source + ": layer " + key + ": " + e.what());
+      }
     }
   }
   std::vector<ExpertLoad> out;
@@ -152,8 +173,10 @@ inline std::vector<ExpertLoad> parse_expert_load(const std::string& text, const 
 inline ExpertPlacement placement_for_load(const std::vector<std::int64_t>& tokens, int ranks, int redundant = 0) {
   const int E = int(tokens.size());
   TPKIT_REQUIRE(E >= 1 && ranks >= 1, "a placement needs experts and ranks (got ", E, " and ", ranks, ")");
-  TPKIT_REQUIRE(redundant >= 0 && redundant <= E * (ranks - 1), "redundant copies must be in [0, ", E * (ranks - 1),
-                "] for ", E, " experts on ", ranks, " ranks (got ", redundant, ")");
+  TPKIT_REQUIRE(E <= ModelLimits::num_experts, "a placement of ", E, " experts: at most ", ModelLimits::num_experts);
+  const std::int64_t most = std::int64_t(E) * (ranks - 1);
+  TPKIT_REQUIRE(redundant >= 0 && redundant <= most, "redundant copies must be in [0, ", most, "] for ", E,
+                " experts on ", ranks, " ranks (got ", redundant, ")");
   std::vector<int> copies(std::size_t(E), 1);
   const auto per_copy = [&](int e) { return double(tokens[std::size_t(e)]) / copies[std::size_t(e)]; };
   for (int x = 0; x < redundant; ++x) {

@@ -106,7 +106,7 @@ struct EngineStatus {
   bool accepting = true;        // false once shutdown() began
   std::string failure;          // the last failure of the engine's ranks (empty: none)
   // Mixture-of-experts models: tokens routed to each expert of each sparse layer since the engine
-  // started, by layer. (Processes under MPI: the first pipeline stage's layers only.)
+  // started, by layer. (GPU processes over NCCL with PP > 1: the first pipeline stage's only.)
   std::vector<ExpertLoad> expert_load;
 
   double kv_cache_usage() const { return kv_blocks_total ? double(kv_blocks_used) / double(kv_blocks_total) : 0.0; }

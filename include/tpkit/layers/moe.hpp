@@ -30,9 +30,11 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "tpkit/comm/communicator.hpp"
+#include "tpkit/core/dtype.hpp"
 #include "tpkit/layers/detail.hpp"
 #include "tpkit/ops/host_ops.hpp"
 #include "tpkit/parallel/shard.hpp"
@@ -232,10 +234,16 @@ class MoELayer {
     router_.apply(x.row(begin), x.stride(0), count, logits_.data(), num_experts_, false);
     logits_host_.resize(std::size_t(count * num_experts_));
     ops_.download(logits_.data(), logits_host_.data(), logits_host_.size());
+    // transformers computes the router in the model's dtype and casts the weights to it: a
+    // 16-bit model's ties are those of its 16-bit logits.
+    if constexpr (!std::is_same_v<T, float>)
+      for (float& v : logits_host_) v = to_float(from_float<T>(v));
     probs_.resize(std::size_t(num_experts_));
     for (std::int64_t t = 0; t < count; ++t)
       route_token(logits_host_.data() + t * num_experts_, num_experts_, routing_, probs_.data(),
                   choice_.data() + std::size_t(t) * k, weight_.data() + std::size_t(t) * k);
+    if constexpr (!std::is_same_v<T, float>)
+      for (float& w : weight_) w = to_float(from_float<T>(w));
   }
 
   void count_routed(std::int64_t begin, std::int64_t count, const std::uint8_t* counted,
@@ -301,7 +309,9 @@ class MoELayer {
     ops_.download(gate_logit_.data(), gate_host_.data(), gate_host_.size());
     identity_.resize(std::size_t(n));
     for (std::int64_t r = 0; r < n; ++r) {
-      gate_host_[std::size_t(r)] = 1.0f / (1.0f + std::exp(-gate_host_[std::size_t(r)]));
+      // In the model's dtype, as transformers: the gate's logit and its sigmoid rounded to T.
+      const float z = to_float(from_float<T>(gate_host_[std::size_t(r)]));
+      gate_host_[std::size_t(r)] = to_float(from_float<T>(1.0f / (1.0f + std::exp(-z))));
       identity_[std::size_t(r)] = std::int32_t(r);
     }
     run_mlp(shared_, x.data(), n);

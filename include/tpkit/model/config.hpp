@@ -379,16 +379,19 @@ inline ModelConfig config_from_hf(const Json& j) {
   c.head_dim = integer("head_dim", c.num_heads ? c.hidden_size / c.num_heads : 0, ModelLimits::head_dim);
   c.vocab_size = integer("vocab_size", -1, ModelLimits::vocab_size);
   c.max_position = integer("max_position_embeddings", 4096, ModelLimits::max_position);
-  c.rms_norm_eps = real("rms_norm_eps", 1e-6);
-  c.rope_theta = real("rope_theta", 10000.0);
+  const bool mixtral = c.architecture == Architecture::mixtral;  // MixtralConfig's own defaults
+  c.rms_norm_eps = real("rms_norm_eps", mixtral ? 1e-5 : 1e-6);
+  c.rope_theta = real("rope_theta", mixtral ? 1e6 : 10000.0);
   c.tie_embeddings = flag("tie_word_embeddings", false);
-  // Qwen2 always has q/k/v biases and never an o_proj bias, Qwen2-MoE has them when qkv_bias is
-  // (by default); Llama, Mistral, Mixtral, Qwen3 and Qwen3-MoE have both exactly when
-  // attention_bias is set.
+  // Qwen2 always has q/k/v biases and never an o_proj bias; Qwen2-MoE has them when qkv_bias is
+  // true or absent (null means none, as nn.Linear(bias=None)); Llama, Mistral, Qwen3 and
+  // Qwen3-MoE have both exactly when attention_bias is set; Mixtral never has them.
   const bool qwen2_family = c.architecture == Architecture::qwen2 || c.architecture == Architecture::qwen2_moe;
-  const bool attention_bias = !qwen2_family && flag("attention_bias", false);
-  c.qkv_bias = c.architecture == Architecture::qwen2 ||
-               (c.architecture == Architecture::qwen2_moe && flag("qkv_bias", true)) || attention_bias;
+  const bool attention_bias = !qwen2_family && c.architecture != Architecture::mixtral && flag("attention_bias", false);
+  const Json* qkv_bias = j.find("qkv_bias");
+  const bool qwen2_moe_bias = !qkv_bias || (qkv_bias->type() == Json::Type::boolean && qkv_bias->boolean());
+  c.qkv_bias = c.architecture == Architecture::qwen2 || (c.architecture == Architecture::qwen2_moe && qwen2_moe_bias) ||
+               attention_bias;
   c.o_bias = attention_bias;
   c.qk_norm = c.architecture == Architecture::qwen3 || c.architecture == Architecture::qwen3_moe;
   c.rope_style = RopeStyle::rotate_half;
