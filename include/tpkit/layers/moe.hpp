@@ -349,7 +349,8 @@ class MoELayer {
 
     // What goes to each rank: the slice's rows with a chosen expert computed there (ascending),
     // each with top_k (expert, weight) pairs for that rank (expert -1: computed elsewhere).
-    send_rows_.assign(std::size_t(ranks), {});
+    send_rows_.resize(std::size_t(ranks));
+    for (std::vector<std::int32_t>& rows : send_rows_) rows.clear();  // keeps their capacity
     for (std::int64_t t = 0; t < slice.size(); ++t)
       for (int d = 0; d < ranks; ++d)
         for (std::size_t j = 0; j < k; ++j) {
@@ -362,14 +363,14 @@ class MoELayer {
     // The counts exchange also carries this slice's tokens per expert, so that every rank
     // learns the group's statistics: [rows for rank d, tokens of expert 0, 1, ...].
     const std::size_t header = 1 + E;
-    std::vector<std::int64_t> slice_counts(E, 0);
-    count_routed(0, slice.size(), counted ? counted + slice.begin : nullptr, slice_counts);
+    slice_counts_.assign(E, 0);
+    count_routed(0, slice.size(), counted ? counted + slice.begin : nullptr, slice_counts_);
     // Everything sent goes through the policy's memory (device memory with NCCL).
     header_host_.assign(std::size_t(ranks) * header, 0);
     for (int d = 0; d < ranks; ++d) {
       std::int64_t* h = header_host_.data() + std::size_t(d) * header;
       h[0] = std::int64_t(send_rows_[std::size_t(d)].size());
-      for (std::size_t e = 0; e < E; ++e) h[1 + e] = slice_counts[e];
+      for (std::size_t e = 0; e < E; ++e) h[1 + e] = slice_counts_[e];
     }
     header_send_.reserve_at_least(header_host_.size());
     header_recv_.reserve_at_least(header_host_.size());
@@ -481,7 +482,7 @@ class MoELayer {
   // Workspaces: grow to the largest step, then are reused.
   std::vector<float> logits_host_, probs_, weight_, row_weights_, gate_host_, meta_host_;
   std::vector<std::int32_t> choice_, rows_, identity_, send_index_, local_rows_;
-  std::vector<std::int64_t> offsets_, fill_;
+  std::vector<std::int64_t> offsets_, fill_, slice_counts_;
   std::vector<std::vector<std::int32_t>> send_rows_;
   std::vector<std::int64_t> header_host_;
   std::vector<std::size_t> send_counts_, recv_counts_, scaled_send_, scaled_recv_, gather_counts_;
